@@ -253,3 +253,38 @@ def load_circuit(run_dir: str | os.PathLike[str]) -> Circuit:
     except OSError as e:
         raise RunFormatError(f"cannot read {path}: {e.strerror}") from e
     return Circuit.from_dict(data)
+
+
+def derive_group_edges(*, edges: list[Edge], neuron_groups: list[NeuronGroup]) -> list[GroupEdge]:
+    """Group-to-group weights of Section 3.5: W(G_child, G_parent) = Σ w(p, q, V_{p, j_p}).
+
+    The sum runs over parent members (p, j_p) of G_parent and over the *distinct* child neurons
+    q that have at least one semantic group in G_child, taking the neuron edge q -> (p, j_p)
+    where it exists. Only pairs joined by at least one edge are returned, ordered by
+    (parent_layer, parent_group, child_layer, child_group) as they first appear.
+    """
+    weight: dict[tuple[str, int, int, str, int], float] = {}
+    for e in edges:
+        weight[(e.parent_layer, e.parent_index, e.parent_group, e.child_layer, e.child_index)] = e.weight
+    child_layer_of = {}
+    for e in edges:
+        child_layer_of.setdefault(e.parent_layer, e.child_layer)
+    by_layer: dict[str, list[NeuronGroup]] = {}
+    for g in neuron_groups:
+        by_layer.setdefault(g.layer, []).append(g)
+    out: list[GroupEdge] = []
+    for parent_layer, child_layer in child_layer_of.items():
+        for gp in by_layer.get(parent_layer, []):
+            for gc in by_layer.get(child_layer, []):
+                children = sorted({q for q, _ in gc.members})
+                total, linked = 0.0, False
+                for p, j in gp.members:
+                    for q in children:
+                        w = weight.get((parent_layer, p, j, child_layer, q))
+                        if w is not None:
+                            total += w
+                            linked = True
+                if linked:
+                    out.append(GroupEdge(parent_layer=parent_layer, parent_group=gp.id,
+                                         child_layer=child_layer, child_group=gc.id, weight=total))
+    return out
