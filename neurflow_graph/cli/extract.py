@@ -1,0 +1,163 @@
+"""``neurflow-graph extract``: explain one or more classes of a model with NeurFlow circuits.
+
+The command parses and validates its inputs (model, weights, layers, images, classes, options)
+before any extraction starts, then runs the engine once per class. With one ``--class`` the run
+directory is ``--out`` itself; with several it is ``--out/<class-name-slug>/`` for each.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from neurflow_graph.cli.options import device_option, model_options, parse_floats
+
+# ExtractParams field -> CLI option, for options left unset (the engine's defaults then apply).
+_PARAM_OPTIONS = ("k", "tau", "stride_fraction", "ig_steps", "ig_method", "rank_by", "max_semantic_groups",
+                  "max_neuron_groups", "max_batch", "seed")
+_SELECT_BATCH = 64  # D_c selection batch when --max-batch is not given
+
+
+@click.command("extract")
+@model_options
+@click.option("--images", "images_dir", required=True,
+              help="Image folder: class sub-folders (ImageFolder) or a flat folder of images.")
+@click.option("--class", "classes", multiple=True, required=True,
+              help="Class to explain, by index or name (case-insensitive). Repeat for several classes.")
+@click.option("--out", "out_dir", required=True,
+              help="Run directory (one class) or parent of one run directory per class.")
+@click.option("--k", type=click.IntRange(min=1), default=None, help="Top patches forming a neuron's concept [50].")
+@click.option("--tau", type=click.IntRange(min=1), default=None, help="Core concept neurons kept per layer [16].")
+@click.option("--tau-layer", "tau_layers", multiple=True, metavar="LAYER=N",
+              help="Per-layer tau override, e.g. layer4.2=8. Repeatable.")
+@click.option("--crop-fractions", default=None, help="Patch sizes as fractions of the image side [1,0.5,0.25].")
+@click.option("--stride-fraction", type=float, default=None, help="Sliding-window stride / patch side [0.5].")
+@click.option("--ig-steps", type=click.IntRange(min=1), default=None, help="Integrated-gradients steps [50].")
+@click.option("--ig-method", type=click.Choice(["gausslegendre", "riemann_right"]), default=None,
+              help="Integrated-gradients quadrature [gausslegendre].")
+@click.option("--rank-by", type=click.Choice(["abs_mean", "abs_sum"]), default=None,
+              help="How IG scores rank child neurons [abs_mean]; abs_sum is the paper's.")
+@click.option("--max-semantic-groups", type=click.IntRange(min=1), default=None,
+              help="Most semantic groups per neuron [5].")
+@click.option("--max-neuron-groups", type=click.IntRange(min=1), default=None,
+              help="Most neuron groups per layer [8].")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Largest forward/backward batch [256].")
+@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@device_option
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in the run directory.")
+@click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+def command(model: str, weights: str | None, layers: str | None, input_size: int | None, mean: str | None,
+            std: str | None, images_dir: str, classes: tuple[str, ...], out_dir: str, tau_layers: tuple[str, ...],
+            crop_fractions: str | None, device: str | None, resume: bool, no_progress: bool,
+            **param_values: Any) -> None:
+    """Extract NeurFlow circuits of --class C (one or more) from the images --images DIR into --out RUN_DIR."""
+    from neurflow_graph.datasets.images import list_images, predict_classes, resolve_class, select_class_images
+    from neurflow_graph.errors import InputError
+    from neurflow_graph.models.registry import load_model, resolve_device
+
+    # Cheap checks first, so a typo does not cost a model download or an image scan.
+    mean_t = parse_floats(mean, name="mean")
+    std_t = parse_floats(std, name="std")
+    crops = _parse_crop_fractions(crop_fractions)
+    stride = param_values.get("stride_fraction")
+    if stride is not None and not 0.0 < stride <= 1.0:
+        raise InputError(f"--stride-fraction must be in (0, 1], got {stride}")
+    tau_pairs = [_parse_tau_layer(text) for text in tau_layers]
+    layer_list = [s.strip() for s in layers.split(",")] if layers is not None else None
+    resolve_device(device)
+
+    records, skipped = list_images(images_dir)
+    for path, reason in skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)
+
+    loaded = load_model(name=model, weights=weights, layers=layer_list, input_size=input_size, mean=mean_t,
+                        std=std_t, device=device)
+    tau_per_layer = _check_tau_layers(tau_pairs, loaded.spec.layers)
+    indices: list[int] = []
+    for text in classes:
+        index = resolve_class(model=loaded, text=text)
+        if index not in indices:
+            indices.append(index)
+
+    batch = param_values.get("max_batch") or _SELECT_BATCH
+    predictions = predict_classes(model=loaded, images=records, batch_size=batch)
+    selections = {i: select_class_images(model=loaded, images=records, class_index=i, predictions=predictions)
+                  for i in indices}
+    run_dirs = _run_dirs(Path(out_dir), [(i, loaded.class_name(i)) for i in indices])
+    for i in indices:
+        click.echo(f"class {loaded.class_name(i)!r} ({i}): {len(selections[i])} of {len(records)} images "
+                   f"classified as it (D_c) -> {run_dirs[i]}", err=True)
+
+    from neurflow_graph.extraction import ExtractParams, extract_circuit
+
+    given = {k: v for k, v in param_values.items() if k in _PARAM_OPTIONS and v is not None}
+    if crops is not None:
+        given["crop_fractions"] = crops
+    if tau_per_layer:
+        given["tau_per_layer"] = tau_per_layer
+    params = ExtractParams(**given)
+
+    summaries: list[str] = []
+    for i in indices:
+        start = time.perf_counter()
+        circuit = extract_circuit(model=loaded, images=selections[i], class_index=i, params=params,
+                                  run_dir=run_dirs[i], resume=resume, progress=not no_progress)
+        seconds = time.perf_counter() - start
+        summaries.append(f"{loaded.class_name(i)} ({i}): {run_dirs[i]}  {len(circuit.neurons)} neurons, "
+                         f"{len(circuit.neuron_groups)} groups, {len(selections[i])} images, {seconds:.1f} s")
+    for line in summaries:
+        click.echo(line)
+
+
+def _parse_crop_fractions(text: str | None) -> tuple[float, ...] | None:
+    from neurflow_graph.errors import InputError
+
+    values = parse_floats(text, name="crop-fractions")
+    if values is None:
+        return None
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        raise InputError(f"--crop-fractions must be comma-separated numbers in (0, 1], got {text!r}")
+    return values
+
+
+def _parse_tau_layer(text: str) -> tuple[str, int]:
+    from neurflow_graph.errors import InputError
+
+    layer, sep, value = text.rpartition("=")
+    layer = layer.strip()
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not sep or not layer or n < 1:
+        raise InputError(f"--tau-layer must be LAYER=N with N a positive integer, got {text!r}")
+    return layer, n
+
+
+def _check_tau_layers(pairs: list[tuple[str, int]], layers: list[str]) -> dict[str, int]:
+    from neurflow_graph.errors import InputError
+
+    for layer, _ in pairs:
+        if layer not in layers[1:]:
+            raise InputError(f"--tau-layer names {layer!r}, which is not an analysed layer below the logit layer; "
+                             f"use one of {', '.join(layers[1:])}")
+    return dict(pairs)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _run_dirs(out: Path, classes: list[tuple[int, str]]) -> dict[int, Path]:
+    """One class: ``out``. Several: ``out/<slug>`` each (index appended where slugs collide)."""
+    if len(classes) == 1:
+        return {classes[0][0]: out}
+    slugs = {i: _slug(name) or f"class-{i}" for i, name in classes}
+    counts: dict[str, int] = {}
+    for s in slugs.values():
+        counts[s] = counts.get(s, 0) + 1
+    return {i: out / (s if counts[s] == 1 else f"{s}-{i}") for i, s in slugs.items()}

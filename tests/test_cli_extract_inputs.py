@@ -1,0 +1,242 @@
+"""`neurflow-graph extract`: bad input gives one `Error:` line and exit 2; good input reaches the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import textwrap
+import types
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from PIL import Image
+
+from neurflow_graph.cli import cli
+
+# Logits = mean R, G, B: a solid image is classified as its dominant colour.
+COLOUR_MODULE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    INPUT_SIZE = 8
+    CLASS_NAMES = ["red", "green", "blue"]
+
+    class Colour(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(3, 3)
+            with torch.no_grad():
+                self.features[0].weight.copy_(torch.eye(3)[:, :, None, None])
+                self.features[0].bias.zero_()
+                self.fc.weight.copy_(torch.eye(3))
+                self.fc.bias.zero_()
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+    def build():
+        return Colour()
+''')
+COLOUR = "nf_cli_colour:build"
+RGB = {"red": (230, 20, 10), "green": (15, 200, 30), "blue": (5, 25, 240)}
+
+
+@pytest.fixture
+def colour_module(tmp_path, monkeypatch):
+    d = tmp_path / "pkg"
+    d.mkdir()
+    (d / "nf_cli_colour.py").write_text(COLOUR_MODULE)
+    monkeypatch.syspath_prepend(str(d))
+    monkeypatch.delitem(sys.modules, "nf_cli_colour", raising=False)
+    yield COLOUR
+    sys.modules.pop("nf_cli_colour", None)
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    root = tmp_path / "images"
+    for i, colour in enumerate(["red", "green", "red", "blue"]):
+        (root / colour).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 12), RGB[colour]).save(root / colour / f"{i}.png")
+    return root
+
+
+def _extract(*args: str):
+    return CliRunner().invoke(cli, ["extract", *args])
+
+
+def _assert_one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_unknown_model(images, tmp_path):
+    r = _extract("--model", "resnet51", "--images", str(images), "--class", "0", "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "unknown model 'resnet51'", "resnet50", "demo", "module:factory")
+
+
+def test_layer_that_does_not_exist(images, tmp_path):
+    r = _extract("--model", "resnet18", "--layers", "fc,layer4.1,layr3.0", "--images", str(images),
+                 "--class", "0", "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "'layr3.0'", "close matches: layer3.0", "top-level modules: conv1")
+
+
+def test_weights_that_do_not_fit(images, tmp_path):
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pt")
+    r = _extract("--model", "resnet50", "--weights", str(tmp_path / "r18.pt"), "--images", str(images),
+                 "--class", "0", "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "do not fit resnet50", "missing: layer1.0.conv3.weight", "shape mismatch: ")
+
+
+def test_default_weights_offline(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    r = _extract("--model", "resnet18", "--weights", "DEFAULT", "--images", str(images), "--class", "0",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "could not download", "resnet18-f37072fd.pth", "--weights PATH")
+
+
+def test_missing_images_dir(tmp_path, colour_module):
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(tmp_path / "nope"), "--class", "red",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "image folder", "does not exist")
+
+
+def test_folder_without_readable_images(tmp_path, colour_module):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.jpg").write_bytes(b"\xff\xd8 garbage")
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(tmp_path / "imgs"), "--class", "red",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "no readable image", "1 file(s) skipped: a.jpg: corrupt image")
+
+
+def test_unreadable_file_is_skipped_and_named(images, tmp_path, colour_module):
+    (images / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    # An unknown class stops the command after listing, before any extraction.
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "purple",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "unknown class 'purple'")
+    skipped = [ln for ln in r.stderr.splitlines() if ln.startswith("skipped ")]
+    assert len(skipped) == 1 and "broken.png" in skipped[0] and "corrupt image" in skipped[0]
+
+
+def test_class_name_that_does_not_exist(images, tmp_path, colour_module):
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "gren",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "unknown class 'gren'", "close names: 'green'")
+
+
+def test_no_image_classified_as_the_class(tmp_path, colour_module):
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8), RGB["red"]).save(tmp_path / "imgs" / "r.png")
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(tmp_path / "imgs"), "--class", "blue",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "classified as 'blue' (2)", "'red' (0): 1")
+
+
+def test_cuda_without_cuda(images, tmp_path, colour_module, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "red",
+                 "--out", str(tmp_path / "run"), "--device", "cuda")
+    _assert_one_line_error(r, "CUDA is not available", "--device cpu")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--mean", "0.5,abc,0.5"], "--mean must be comma-separated numbers"),
+    (["--mean", "0.5,0.5"], "mean must be 1 or 3 finite numbers"),
+    (["--std", "0.2,0,0.2"], "std values must be > 0"),
+    (["--crop-fractions", "1,1.5"], "--crop-fractions must be comma-separated numbers in (0, 1]"),
+    (["--tau-layer", "features.1"], "--tau-layer must be LAYER=N"),
+    (["--tau-layer", "conv9=4"], "--tau-layer names 'conv9'"),
+    (["--stride-fraction", "0"], "--stride-fraction must be in (0, 1]"),
+])
+def test_malformed_options(images, tmp_path, colour_module, args, fragment):
+    r = _extract("--model", colour_module, "--layers", "fc,features.1", "--images", str(images), "--class", "red",
+                 "--out", str(tmp_path / "run"), *args)
+    _assert_one_line_error(r, fragment)
+
+
+# ---------------------------------------------------------------------------- reaching the engine
+
+
+@dataclasses.dataclass
+class _FakeParams:  # the fields of ExtractParams in docs/architecture.md
+    k: int = 50
+    tau: int = 16
+    tau_per_layer: dict = dataclasses.field(default_factory=dict)
+    crop_fractions: tuple = (1.0, 0.5, 0.25)
+    stride_fraction: float = 0.5
+    ig_steps: int = 50
+    ig_method: str = "gausslegendre"
+    rank_by: str = "abs_mean"
+    max_semantic_groups: int = 5
+    max_neuron_groups: int = 8
+    max_batch: int = 256
+    seed: int = 0
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    calls: list[dict] = []
+
+    def extract_circuit(*, model, images, class_index, params, run_dir=None, resume=False, progress=True):
+        calls.append(dict(model=model, images=list(images), class_index=class_index, params=params,
+                          run_dir=run_dir, resume=resume, progress=progress))
+        return types.SimpleNamespace(neurons=[object()] * (class_index + 2), neuron_groups=[object()])
+
+    fake = types.ModuleType("neurflow_graph.extraction")
+    fake.ExtractParams = _FakeParams
+    fake.extract_circuit = extract_circuit
+    monkeypatch.setitem(sys.modules, "neurflow_graph.extraction", fake)
+    return calls
+
+
+def test_one_class_runs_in_out_dir_with_options(images, tmp_path, colour_module, fake_engine):
+    out = tmp_path / "run"
+    r = _extract("--model", colour_module, "--layers", "fc,features.1", "--images", str(images), "--class", "red",
+                 "--out", str(out), "--k", "7", "--tau", "3", "--tau-layer", "features.1=2",
+                 "--crop-fractions", "1,0.5", "--ig-method", "riemann_right", "--rank-by", "abs_sum",
+                 "--seed", "4", "--resume", "--no-progress")
+    assert r.exit_code == 0, r.output
+    (call,) = fake_engine
+    assert call["run_dir"] == out and call["class_index"] == 0 and call["resume"] and not call["progress"]
+    assert sorted(x.path.name for x in call["images"]) == ["0.png", "2.png"]
+    assert call["params"] == _FakeParams(k=7, tau=3, tau_per_layer={"features.1": 2}, crop_fractions=(1.0, 0.5),
+                                         ig_method="riemann_right", rank_by="abs_sum", seed=4)
+    assert call["model"].spec.layers == ["fc", "features.1"]
+    summary = r.stdout.strip().splitlines()
+    assert len(summary) == 1 and str(out) in summary[0] and "2 neurons, 1 groups" in summary[0]
+
+
+def test_several_classes_get_one_run_dir_each(images, tmp_path, colour_module, fake_engine):
+    out = tmp_path / "runs"
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "Blue",
+                 "--class", "0", "--class", "red", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert [(c["class_index"], c["run_dir"]) for c in fake_engine] == [(2, out / "blue"), (0, out / "red")]
+    assert [len(c["images"]) for c in fake_engine] == [1, 2]
+    assert fake_engine[0]["params"] == _FakeParams() and fake_engine[0]["progress"]
+    assert len(r.stdout.strip().splitlines()) == 2
+
+
+def test_cli_fields_exist_on_the_real_extract_params():
+    extraction = pytest.importorskip("neurflow_graph.extraction")
+    if not hasattr(extraction, "ExtractParams"):
+        pytest.skip("extraction engine not written yet")
+    real = {f.name for f in dataclasses.fields(extraction.ExtractParams)}
+    assert {f.name for f in dataclasses.fields(_FakeParams)} <= real
