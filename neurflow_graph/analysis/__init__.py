@@ -1,0 +1,1 @@
+"""What is done with a circuit once it exists: ground-truth scoring, findings."""
