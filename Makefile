@@ -33,7 +33,7 @@ neo4j-up:
 	docker compose -f docker/docker-compose.yml up -d --wait
 
 neo4j-down:
-	docker compose -f docker/docker-compose.yml down
+	NEO4J_PASSWORD=$${NEO4J_PASSWORD:-unused} docker compose -f docker/docker-compose.yml down
 
 clean:
 	rm -rf $(VENV) neurflow-data .pytest_cache

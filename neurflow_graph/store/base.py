@@ -1,8 +1,13 @@
 """The backend-neutral graph store interface.
 
-Two implementations: :mod:`neurflow_graph.store.falkor` (embedded FalkorDB, the default)
-and :mod:`neurflow_graph.store.neo4j_store` (Neo4j server, cluster or Aura).
-Both speak openCypher; queries always take parameters, never spliced text.
+Two implementations: :mod:`neurflow_graph.store.falkor` (embedded FalkorDB, the default,
+``backend = "falkordb"``) and :mod:`neurflow_graph.store.neo4j_store` (Neo4j server, cluster or
+Aura, ``backend = "neo4j"``). Both speak openCypher; queries always take parameters, never
+spliced text. Open one with :func:`neurflow_graph.store.url.open_store`.
+
+Result values are plain Python on both backends (see :func:`plain_node`): numbers, strings,
+booleans, ``None``, lists and dicts; a node becomes ``{"_labels": [...], **properties}``, a
+relationship ``{"_type": TYPE, **properties}`` and a path ``{"nodes": [...], "relationships": [...]}``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class GraphStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def checkpoint(self) -> None:
+        """Make everything written so far durable (embedded: an RDB snapshot). Default: nothing to do."""
+
     def write_rows(self, query: str, rows: Iterable[Mapping[str, Any]], *,
                    batch_size: int = DEFAULT_BATCH_SIZE, **params: Any) -> int:
         """Run ``query`` (which must start with ``UNWIND $rows AS row``) once per batch; return rows written."""
@@ -50,8 +58,26 @@ class GraphStore(ABC):
             n += len(chunk)
         return n
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display_url}>"
+
     def __enter__(self) -> "GraphStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def plain_node(labels: Iterable[str], properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain form of a node: its properties plus ``_labels`` (sorted)."""
+    return {"_labels": sorted(labels), **properties}
+
+
+def plain_relationship(rel_type: str, properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain form of a relationship: its properties plus ``_type``."""
+    return {"_type": rel_type, **properties}
+
+
+def plain_path(nodes: list[dict[str, Any]], relationships: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plain form of a path: its nodes and relationships in order."""
+    return {"nodes": nodes, "relationships": relationships}

@@ -1,0 +1,39 @@
+"""``neurflow-graph runs``: the runs in the store, complete or not."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from neurflow_graph.cli.options import store_options
+
+_COLUMNS = ("uid", "model", "class", "status", "latest", "created_at", "neurons", "groups", "edges", "relationships")
+
+
+@click.command("runs")
+@store_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def command(store_url: str, database: str | None, username: str | None, password: str | None, fmt: str) -> None:
+    """List runs: uid, model, class, status, latest, created_at and counts."""
+    from neurflow_graph.store.runs import list_runs
+    from neurflow_graph.store.url import open_store
+
+    store = open_store(store_url, database=database, username=username, password=password)
+    try:
+        runs = list_runs(store=store)
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict() for r in runs], indent=1))
+        return
+    if not runs:
+        click.echo(f"no runs in {store.display_url} (add some with `neurflow-graph ingest RUN_DIR`)")
+        return
+    rows = [(r.uid, r.model or "", r.class_name or "", r.status or "", "yes" if r.latest else "",
+             r.created_at or "", str(r.counts.get("neurons", "")), str(r.counts.get("neuron_groups", "")),
+             str(r.counts.get("edges", "")), str(r.counts.get("relationships", ""))) for r in runs]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(_COLUMNS)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -1,0 +1,446 @@
+"""Circuits into the graph: rows, idempotent ingestion and the run status protocol.
+
+Protocol (docs/graph-model.md, "Run status"):
+
+1. ``MERGE`` the ``Run`` node; a new one gets ``status = 'ingesting'``, ``latest = false``.
+   A run already ``complete`` is skipped (unless ``force``).
+2. Write every node label, then every relationship type: one ``UNWIND $rows AS row`` query
+   per label/type and batch, nodes ``MERGE``d on their constrained ``uid``, relationships
+   ``MERGE``d between ``MATCH``ed endpoints. Shared nodes (Model, Layer, Neuron, Class, Patch,
+   Image) are reused by every run that names them.
+3. Count what the store holds for the run and compare with the rows (a concurrent
+   ``delete-run`` could have removed a shared endpoint); on a mismatch rewrite once.
+4. Set ``status = 'complete'`` with the counts, recompute ``latest`` for (model, class), checkpoint.
+
+Every step is idempotent, so an ingest that died anywhere (exception, SIGKILL of either
+process) is finished by running it again, without duplicates. Queries read only complete runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from neurflow_graph.circuit import CIRCUIT_FILE, Circuit, load_circuit
+from neurflow_graph.errors import InputError, RunFormatError, StoreError
+from neurflow_graph.store.schema import identifier
+
+INGEST_BATCH_SIZE = 10_000
+_CHECKPOINTS = "checkpoints"  # extraction's per-run checkpoint folder (extraction/rundir.py)
+
+# label -> properties written besides uid (the order is the SET order)
+NODE_PROPS: dict[str, tuple[str, ...]] = {
+    "Model": ("name", "weights_sha256"),
+    "Layer": ("model", "name", "depth"),
+    "Neuron": ("model", "layer", "index"),
+    "Class": ("name",),
+    "Image": ("sha256", "path"),
+    "Patch": ("image_sha256", "x0", "y0", "x1", "y1"),
+    "SemanticGroup": ("run", "layer", "neuron_index", "j", "size", "mean_activation"),
+    "NeuronGroup": ("run", "layer", "gid", "size", "concept", "purity", "label", "caption"),
+}
+
+# type -> (start label, end label, relationship properties)
+REL_SPEC: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "HAS_LAYER": ("Model", "Layer", ()),
+    "HAS_NEURON": ("Layer", "Neuron", ()),
+    "CROPPED_FROM": ("Patch", "Image", ()),
+    "OF_MODEL": ("Run", "Model", ()),
+    "EXPLAINS": ("Run", "Class", ()),
+    "HAS_GROUP": ("Run", "NeuronGroup", ()),
+    "OF": ("SemanticGroup", "Neuron", ()),
+    "CONTRIBUTES": ("Neuron", "SemanticGroup", ("run", "weight", "score")),
+    "HAS_MEMBER": ("NeuronGroup", "SemanticGroup", ()),
+    "FEEDS": ("NeuronGroup", "NeuronGroup", ("run", "weight")),
+    "EXEMPLAR": ("SemanticGroup", "Patch", ("rank",)),
+}
+
+RUN_PROPS = ("model", "class_name", "class_index", "params", "software_version", "layers")
+COUNT_KEYS = ("n_neurons", "n_semantic_groups", "n_edges", "n_neuron_groups", "n_group_edges",
+              "n_patches", "n_images", "n_nodes", "n_relationships")
+
+
+def node_query(label: str) -> str:
+    """``UNWIND $rows AS row MERGE (n:Label {uid: row.uid}) SET n.p = row.p, ...``"""
+    sets = ", ".join(f"n.{identifier(p)} = row.{identifier(p)}" for p in NODE_PROPS[label])
+    return f"UNWIND $rows AS row MERGE (n:{identifier(label)} {{uid: row.uid}}) SET {sets}"
+
+
+def rel_query(rel_type: str) -> str:
+    """``UNWIND $rows AS row MATCH (a {uid: row.a}) MATCH (b {uid: row.b}) MERGE (a)-[r:TYPE]->(b) [SET ...]``"""
+    start, end, props = REL_SPEC[rel_type]
+    q = (f"UNWIND $rows AS row MATCH (a:{identifier(start)} {{uid: row.a}}) MATCH (b:{identifier(end)} {{uid: row.b}}) "
+         f"MERGE (a)-[r:{identifier(rel_type)}]->(b)")
+    if props:
+        q += " SET " + ", ".join(f"r.{identifier(p)} = row.{identifier(p)}" for p in props)
+    return q
+
+
+RUN_QUERY = ("UNWIND $rows AS row MERGE (r:Run {uid: row.uid}) "
+             "ON CREATE SET r.status = 'ingesting', r.latest = false, r.created_at = row.created_at "
+             "SET " + ", ".join(f"r.{p} = row.{p}" for p in RUN_PROPS))
+COMPLETE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.status = 'complete', "
+                  + ", ".join(f"r.{k} = row.{k}" for k in COUNT_KEYS))
+
+# What the store holds for one run, one (kind, count) row per run-scoped node label / relationship type.
+VERIFY_QUERY = " UNION ALL ".join([
+    "MATCH (s:SemanticGroup {run: $run}) RETURN 'SemanticGroup' AS kind, count(s) AS n",
+    "MATCH (g:NeuronGroup {run: $run}) RETURN 'NeuronGroup' AS kind, count(g) AS n",
+    "MATCH (s:SemanticGroup {run: $run})-[e:OF]->(:Neuron) RETURN 'OF' AS kind, count(e) AS n",
+    "MATCH (:Neuron)-[e:CONTRIBUTES]->(s:SemanticGroup {run: $run}) RETURN 'CONTRIBUTES' AS kind, count(e) AS n",
+    "MATCH (s:SemanticGroup {run: $run})-[e:EXEMPLAR]->(:Patch) RETURN 'EXEMPLAR' AS kind, count(e) AS n",
+    "MATCH (g:NeuronGroup {run: $run})-[e:HAS_MEMBER]->(:SemanticGroup) RETURN 'HAS_MEMBER' AS kind, count(e) AS n",
+    "MATCH (g:NeuronGroup {run: $run})-[e:FEEDS]->(:NeuronGroup) RETURN 'FEEDS' AS kind, count(e) AS n",
+    "MATCH (r:Run {uid: $run})-[e:HAS_GROUP]->(:NeuronGroup) RETURN 'HAS_GROUP' AS kind, count(e) AS n",
+    "MATCH (r:Run {uid: $run})-[e:OF_MODEL]->(:Model) RETURN 'OF_MODEL' AS kind, count(e) AS n",
+    "MATCH (r:Run {uid: $run})-[e:EXPLAINS]->(:Class) RETURN 'EXPLAINS' AS kind, count(e) AS n",
+])
+VERIFIED = ("SemanticGroup", "NeuronGroup", "OF", "CONTRIBUTES", "EXEMPLAR", "HAS_MEMBER", "FEEDS",
+            "HAS_GROUP", "OF_MODEL", "EXPLAINS")
+
+
+# ---- uids -------------------------------------------------------------------------------------
+
+_UID_UNSAFE = re.compile(r"[%\x00-\x1f\x7f]|^ +| +$")
+
+
+def uid_part(text: str, *, what: str) -> str:
+    """``text`` made safe inside a uid: ``%``, control characters and leading/trailing spaces are
+    percent-encoded (FalkorDB's string indexes trim edge whitespace and crash on it under a unique
+    constraint). Empty text is refused."""
+    if not isinstance(text, str) or not text:
+        raise RunFormatError(f"circuit.json: {what} must be a non-empty string, got {text!r}")
+    return _UID_UNSAFE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
+
+
+def canonical_json(circuit: Circuit) -> bytes:
+    """The circuit's content, ``Circuit.to_dict()``, as canonical JSON (sorted keys, no whitespace, UTF-8).
+
+    Serialised straight from the dataclasses' ``__dict__`` (3x faster than ``to_dict``'s deep copy;
+    the bytes are the same, which a test checks)."""
+    d = dict(vars(circuit))
+    d["class"] = d.pop("class_")
+    return json.dumps(d, default=vars, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def run_uid(circuit: Circuit) -> str:
+    """sha256 of :func:`canonical_json` [:16]: the same content always gets the same uid."""
+    return hashlib.sha256(canonical_json(circuit)).hexdigest()[:16]
+
+
+def model_uid(circuit: Circuit) -> str:
+    sha = circuit.model.weights_sha256
+    return f"{uid_part(circuit.model.name, what='model.name')}@{sha[:16] if sha else 'random'}"
+
+
+# ---- rows -------------------------------------------------------------------------------------
+
+@dataclass
+class CircuitRows:
+    """Everything one circuit writes: the Run row, node rows per label, relationship rows per type."""
+
+    uid: str
+    run: dict[str, Any]
+    nodes: dict[str, list[dict[str, Any]]]
+    rels: dict[str, list[dict[str, Any]]]
+
+    @property
+    def n_nodes(self) -> int:
+        return 1 + sum(len(v) for v in self.nodes.values())
+
+    @property
+    def n_relationships(self) -> int:
+        return sum(len(v) for v in self.rels.values())
+
+
+def _dedupe(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]]:
+    """Keep the first row per key (FalkorDB drops SETs of a key repeated within one MERGE batch)."""
+    seen: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault(key(r), r)
+    return list(seen.values())
+
+
+def _check_finite(circuit: Circuit) -> None:
+    """RunFormatError for NaN/infinite numbers (FalkorDB cannot store them; Neo4j would, inconsistently)."""
+    bad = next((f"edge {e.child_layer}/{e.child_index} -> {e.parent_layer}/{e.parent_index}/{e.parent_group}"
+                for e in circuit.edges if not (math.isfinite(e.weight) and math.isfinite(e.score))), None)
+    bad = bad or next((f"group edge {e.child_layer}/{e.child_group} -> {e.parent_layer}/{e.parent_group}"
+                       for e in circuit.group_edges if not math.isfinite(e.weight)), None)
+    bad = bad or next((f"semantic group {n.layer}/{n.index}/{g.id}" for n in circuit.neurons
+                       for g in n.semantic_groups if not math.isfinite(g.mean_activation)), None)
+    bad = bad or next((f"neuron group {g.layer}/{g.id}" for g in circuit.neuron_groups
+                       if g.purity is not None and not math.isfinite(g.purity)), None)
+    if bad:
+        raise RunFormatError(f"circuit.json: {bad} has a NaN or infinite number; re-run the extraction")
+
+
+def circuit_rows(circuit: Circuit) -> CircuitRows:
+    """Build all rows of ``circuit`` (validated first) in plain Python; no store involved."""
+    circuit.validate()
+    _check_finite(circuit)
+    uid = run_uid(circuit)
+    muid = model_uid(circuit)
+    layers = list(circuit.model.layers)
+    layer_key = {name: uid_part(name, what="layer name") for name in layers}
+    layer_uid = {name: f"{muid}/{key}" for name, key in layer_key.items()}
+    class_name = circuit.class_.name
+    class_uid = uid_part(class_name, what="class.name")
+
+    def neuron_uid(layer: str, index: int) -> str:
+        return f"{layer_uid[layer]}/{index}"
+
+    def sg_uid(layer: str, index: int, j: int) -> str:
+        return f"{uid}/{layer_key[layer]}/{index}/{j}"
+
+    def ng_uid(layer: str, gid: int) -> str:
+        return f"{uid}/{layer_key[layer]}/{gid}"
+
+    images = {}
+    for im in circuit.images:
+        images[im.id] = im
+    image_uid = {i: uid_part(im.sha256, what=f"images[{i}].sha256") for i, im in images.items()}
+    patch_uid: dict[int, str] = {}
+    patch_rows: list[dict[str, Any]] = []
+    for p in circuit.patches:
+        x0, y0, x1, y1 = (int(v) for v in p.box)
+        pu = f"{image_uid[p.image]}:{x0},{y0},{x1},{y1}"
+        patch_uid[p.id] = pu
+        patch_rows.append({"uid": pu, "image_sha256": images[p.image].sha256, "x0": x0, "y0": y0, "x1": x1, "y1": y1})
+
+    neuron_rows, sg_rows, of_rows, ex_rows = [], [], [], []
+    for n in circuit.neurons:
+        nu = neuron_uid(n.layer, n.index)
+        neuron_rows.append({"uid": nu, "model": muid, "layer": n.layer, "index": int(n.index)})
+        for g in n.semantic_groups:
+            su = sg_uid(n.layer, n.index, g.id)
+            sg_rows.append({"uid": su, "run": uid, "layer": n.layer, "neuron_index": int(n.index), "j": int(g.id),
+                            "size": len(g.patches), "mean_activation": float(g.mean_activation)})
+            of_rows.append({"a": su, "b": nu})
+            for rank, pid in enumerate(g.patches):
+                ex_rows.append({"a": su, "b": patch_uid[pid], "rank": rank})
+
+    contrib_rows = [{"a": neuron_uid(e.child_layer, e.child_index),
+                     "b": sg_uid(e.parent_layer, e.parent_index, e.parent_group),
+                     "run": uid, "weight": float(e.weight), "score": float(e.score)} for e in circuit.edges]
+
+    ng_rows, member_rows = [], []
+    for g in circuit.neuron_groups:
+        gu = ng_uid(g.layer, g.id)
+        ng_rows.append({"uid": gu, "run": uid, "layer": g.layer, "gid": int(g.id), "size": len(g.members),
+                        "concept": g.concept, "purity": None if g.purity is None else float(g.purity),
+                        "label": g.label, "caption": g.caption})
+        for idx, j in g.members:
+            member_rows.append({"a": gu, "b": sg_uid(g.layer, idx, j)})
+    feeds_rows = [{"a": ng_uid(e.child_layer, e.child_group), "b": ng_uid(e.parent_layer, e.parent_group),
+                   "run": uid, "weight": float(e.weight)} for e in circuit.group_edges]
+
+    by_uid: Callable[[dict[str, Any]], Any] = lambda r: r["uid"]  # noqa: E731
+    ends: Callable[[dict[str, Any]], Any] = lambda r: (r["a"], r["b"])  # noqa: E731
+    nodes = {
+        "Model": [{"uid": muid, "name": circuit.model.name, "weights_sha256": circuit.model.weights_sha256}],
+        "Class": [{"uid": class_uid, "name": class_name}],
+        "Layer": [{"uid": layer_uid[name], "model": muid, "name": name, "depth": d} for d, name in enumerate(layers)],
+        "Image": _dedupe(({"uid": image_uid[i], "sha256": im.sha256, "path": im.path} for i, im in images.items()), by_uid),
+        "Patch": _dedupe(patch_rows, by_uid),
+        "Neuron": _dedupe(neuron_rows, by_uid),
+        "SemanticGroup": _dedupe(sg_rows, by_uid),
+        "NeuronGroup": _dedupe(ng_rows, by_uid),
+    }
+    rels = {
+        "HAS_LAYER": [{"a": muid, "b": layer_uid[name]} for name in layers],
+        "HAS_NEURON": _dedupe(({"a": layer_uid[r["layer"]], "b": r["uid"]} for r in nodes["Neuron"]), ends),
+        "CROPPED_FROM": _dedupe(({"a": pu, "b": image_uid[p.image]} for p, pu in
+                                 ((p, patch_uid[p.id]) for p in circuit.patches)), ends),
+        "OF_MODEL": [{"a": uid, "b": muid}],
+        "EXPLAINS": [{"a": uid, "b": class_uid}],
+        "HAS_GROUP": [{"a": uid, "b": r["uid"]} for r in nodes["NeuronGroup"]],
+        "OF": _dedupe(of_rows, ends),
+        "CONTRIBUTES": _dedupe(contrib_rows, ends),
+        "HAS_MEMBER": _dedupe(member_rows, ends),
+        "FEEDS": _dedupe(feeds_rows, ends),
+        "EXEMPLAR": _dedupe(ex_rows, ends),
+    }
+    run = {
+        "uid": uid, "model": muid, "class_name": class_name, "class_index": int(circuit.class_.index),
+        "params": json.dumps(circuit.params, sort_keys=True, default=str),
+        "software_version": circuit.software.get("neurflow_graph") or circuit.software.get("neurflow-graph"),
+        "layers": layers,
+        "created_at": circuit.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = CircuitRows(uid=uid, run=run, nodes=nodes, rels=rels)
+    run.update({
+        "n_neurons": len(nodes["Neuron"]), "n_semantic_groups": len(nodes["SemanticGroup"]),
+        "n_edges": len(rels["CONTRIBUTES"]), "n_neuron_groups": len(nodes["NeuronGroup"]),
+        "n_group_edges": len(rels["FEEDS"]), "n_patches": len(nodes["Patch"]), "n_images": len(nodes["Image"]),
+        "n_nodes": out.n_nodes, "n_relationships": out.n_relationships,
+    })
+    return out
+
+
+def expected_counts(rows: CircuitRows) -> dict[str, int]:
+    """What :data:`VERIFY_QUERY` must find once ``rows`` are written."""
+    exp = {k: len(rows.nodes[k]) for k in ("SemanticGroup", "NeuronGroup")}
+    exp.update({k: len(rows.rels[k]) for k in VERIFIED if k in rows.rels})
+    return exp
+
+
+# ---- ingestion --------------------------------------------------------------------------------
+
+@dataclass
+class IngestResult:
+    """One run's ingestion: ``skipped`` when it was already complete."""
+
+    uid: str
+    model: str
+    class_name: str
+    nodes: int
+    relationships: int
+    seconds: float
+    skipped: bool = False
+    source: Path | None = None
+
+    @property
+    def rels_per_second(self) -> float:
+        return self.relationships / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        if self.skipped:
+            return (f"run {self.uid}  {self.model}  class {self.class_name!r}: already complete, skipped "
+                    "(--force rewrites it)")
+        return (f"run {self.uid}  {self.model}  class {self.class_name!r}: {self.nodes} nodes, "
+                f"{self.relationships} relationships in {self.seconds:.2f}s ({self.rels_per_second:,.0f} rel/s)")
+
+
+def _write_all(store: Any, rows: CircuitRows, batch_size: int) -> None:
+    for label in ("Model", "Class", "Layer", "Image", "Patch", "Neuron", "SemanticGroup", "NeuronGroup"):
+        if rows.nodes[label]:
+            store.write_rows(node_query(label), rows.nodes[label], batch_size=batch_size)
+    for rel_type in REL_SPEC:
+        if rows.rels[rel_type]:
+            store.write_rows(rel_query(rel_type), rows.rels[rel_type], batch_size=batch_size)
+
+
+def _observed(store: Any, uid: str) -> dict[str, int]:
+    return {r["kind"]: int(r["n"]) for r in store.read(VERIFY_QUERY, {"run": uid})}
+
+
+def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int = INGEST_BATCH_SIZE,
+           checkpoint: bool = True) -> IngestResult:
+    """Ingest ``circuit`` into ``store`` idempotently (see the module doc); return what was written."""
+    from neurflow_graph.store.runs import recompute_latest
+
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    t0 = time.perf_counter()
+    rows = circuit_rows(circuit)
+    uid = rows.uid
+    store.setup()
+    status = store.read("MATCH (r:Run {uid: $uid}) RETURN r.status AS status", {"uid": uid})
+    if status and status[0]["status"] == "complete" and not force:
+        return IngestResult(uid=uid, model=rows.run["model"], class_name=rows.run["class_name"], nodes=0,
+                            relationships=0, seconds=time.perf_counter() - t0, skipped=True)
+    store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
+    expected = expected_counts(rows)
+    for attempt in (1, 2):
+        _write_all(store, rows, batch_size)
+        observed = _observed(store, uid)
+        missing = {k: (observed.get(k, 0), n) for k, n in expected.items() if observed.get(k, 0) != n}
+        if not missing:
+            break
+        if attempt == 2:
+            detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
+            raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
+                             f"deleting runs in {store.display_url}? Ingest it again")
+    store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
+    recompute_latest(store=store, pairs=[(rows.run["model"], rows.run["class_name"])])
+    if checkpoint:
+        store.checkpoint()
+    return IngestResult(uid=uid, model=rows.run["model"], class_name=rows.run["class_name"], nodes=rows.n_nodes,
+                        relationships=rows.n_relationships, seconds=time.perf_counter() - t0)
+
+
+def ingest_circuit(*, store: Any, circuit: Circuit, force: bool = False,
+                   batch_size: int = INGEST_BATCH_SIZE) -> str:
+    """Ingest ``circuit`` (idempotent; a complete run is skipped unless ``force``); return the run uid."""
+    return ingest(store=store, circuit=circuit, force=force, batch_size=batch_size).uid
+
+
+# ---- run directories --------------------------------------------------------------------------
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories named by ``paths``: each path is a run directory (holding circuit.json) or a
+    parent searched recursively for circuit.json files. RunFormatError when a path yields none."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() and p.name == CIRCUIT_FILE:
+            found.append(p.parent)
+            continue
+        if not p.is_dir():
+            raise RunFormatError(f"{p} is not a directory: give a run directory (holding {CIRCUIT_FILE}) or a parent of run directories")
+        if (p / CIRCUIT_FILE).is_file():
+            found.append(p)
+            continue
+        runs = sorted({c.parent for c in p.rglob(CIRCUIT_FILE) if c.is_file()})
+        started = [m.parent.parent for m in p.rglob(f"{_CHECKPOINTS}/manifest.json")]
+        started += [t.parent for t in p.rglob(".circuit-*.tmp")]
+        unfinished = sorted({d for d in started if not (d / CIRCUIT_FILE).is_file()}, key=str)
+        if unfinished:
+            raise RunFormatError(f"{unfinished[0]} is an unfinished run (no {CIRCUIT_FILE}: its extraction was "
+                                 "interrupted or is still running); finish it with `neurflow-graph extract --resume`, "
+                                 "or name the finished run directories instead")
+        if not runs:
+            raise RunFormatError(f"no {CIRCUIT_FILE} under {p}: is this a finished run directory? "
+                                 "(run `neurflow-graph extract` first)")
+        found.extend(runs)
+    unique: dict[Path, None] = {}
+    for d in found:
+        unique.setdefault(d.resolve(), None)
+    return list(unique)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[tuple[Path, Circuit]]:
+    """Find and load (validating) every run under ``paths``; nothing is written, so a bad run stops all."""
+    return [(d, load_circuit(d)) for d in find_run_dirs(paths)]
+
+
+def ingest_runs(*, store: Any, runs: Sequence[tuple[Path, Circuit]], force: bool = False,
+                batch_size: int = INGEST_BATCH_SIZE,
+                on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
+    """Ingest loaded runs one after the other, with one checkpoint at the end; ``on_result`` sees
+    each result as soon as it is done."""
+    results: list[IngestResult] = []
+    try:
+        for d, circuit in runs:
+            res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=False)
+            res.source = d
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+    except BaseException:
+        if results:  # keep the runs that did complete; the original error matters more than this one
+            try:
+                store.checkpoint()
+            except Exception:
+                pass
+        raise
+    store.checkpoint()
+    return results
+
+
+def ingest_paths(*, store: Any, paths: Sequence[str | Path], force: bool = False,
+                 batch_size: int = INGEST_BATCH_SIZE,
+                 on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
+    """Load every run under ``paths`` first (any malformed one aborts before anything is written),
+    then :func:`ingest_runs` them."""
+    return ingest_runs(store=store, runs=load_runs(paths), force=force, batch_size=batch_size, on_result=on_result)

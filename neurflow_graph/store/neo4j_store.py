@@ -1,0 +1,169 @@
+"""Neo4j backend through the official driver: a server, a cluster, or Aura.
+
+* Every session names its database explicitly (``--database``, default ``neo4j``).
+* Reads run in managed read transactions (``session.execute_read``), writes in managed write
+  transactions (``session.execute_write``); the driver retries transient failures (deadlocks,
+  leader switches), which is safe because every write here is idempotent (MERGE on uid).
+* The password is handed to the driver and kept nowhere else; messages, ``display_url`` and
+  ``repr`` never contain it (driver messages are scrubbed before they are wrapped).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from neurflow_graph.errors import QueryError, StoreConnectionError, StoreError
+from neurflow_graph.store.base import GraphStore, plain_node, plain_path, plain_relationship
+from neurflow_graph.store.schema import INDEXED, LABELS, identifier
+
+DEFAULT_DATABASE = "neo4j"
+DEFAULT_USERNAME = "neo4j"
+
+# The driver logs retries as warnings; without a handler Python would print them on stderr.
+logging.getLogger("neo4j").addHandler(logging.NullHandler())
+
+
+def _plain(v: Any) -> Any:
+    from neo4j.graph import Node, Path, Relationship
+
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, Node):
+        return plain_node(v.labels, {k: _plain(x) for k, x in v.items()})
+    if isinstance(v, Relationship):
+        return plain_relationship(v.type, {k: _plain(x) for k, x in v.items()})
+    if isinstance(v, Path):
+        return plain_path([_plain(n) for n in v.nodes], [_plain(r) for r in v.relationships])
+    to_native = getattr(v, "to_native", None)  # neo4j.time types
+    if callable(to_native):
+        return to_native()
+    return v
+
+
+def _rows(tx: Any, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    result = tx.run(query, dict(params))
+    keys = list(result.keys())
+    return [{k: _plain(v) for k, v in zip(keys, record.values())} for record in result]
+
+
+class Neo4jStore(GraphStore):
+    """A Neo4j database reached with the official driver (``neo4j://``, ``neo4j+s://``, ``bolt://``...)."""
+
+    backend = "neo4j"
+
+    def __init__(self, uri: str, *, database: str | None = None, username: str | None = None,
+                 password: str | None = None, connection_timeout: float = 10.0) -> None:
+        import neo4j
+        from neo4j.exceptions import AuthError, ConfigurationError, DriverError, Neo4jError, ServiceUnavailable
+
+        self._uri = uri
+        self._database = database or DEFAULT_DATABASE
+        self._username = username or DEFAULT_USERNAME
+        self._secret = password  # used only to scrub messages; never shown
+        self._driver = None
+        auth = (self._username, password) if password is not None else None
+        try:
+            self._driver = neo4j.GraphDatabase.driver(
+                uri, auth=auth, connection_timeout=connection_timeout,
+                connection_acquisition_timeout=max(connection_timeout, 1.0) * 2,
+                max_transaction_retry_time=30.0, user_agent="neurflow-graph")
+            self._driver.verify_connectivity()
+            with self._driver.session(database=self._database, default_access_mode=neo4j.READ_ACCESS) as session:
+                session.execute_read(_rows, "RETURN 1 AS ok", {})
+        except AuthError as e:
+            self._close_driver()
+            raise StoreConnectionError(
+                f"{self.display_url} refused the credentials of user {self._username!r}: "
+                "set NEO4J_USERNAME/NEO4J_PASSWORD or pass --username/--password") from self._cause(e)
+        except (ServiceUnavailable, OSError) as e:
+            self._close_driver()
+            raise StoreConnectionError(
+                f"cannot reach Neo4j at {self.display_url} ({self._scrub(e)}): is the server running "
+                "(`make neo4j-up`) and the URL right?") from self._cause(e)
+        except ConfigurationError as e:
+            self._close_driver()
+            raise StoreConnectionError(f"cannot use {self.display_url}: {self._scrub(e)}") from self._cause(e)
+        except Neo4jError as e:
+            self._close_driver()
+            if "DatabaseNotFound" in (e.code or ""):
+                raise StoreConnectionError(f"{self.display_url}: database {self._database!r} does not exist; "
+                                           "pick one with --database") from self._cause(e)
+            raise StoreConnectionError(f"{self.display_url}: {self._scrub(e)}") from self._cause(e)
+        except DriverError as e:
+            self._close_driver()
+            raise StoreConnectionError(f"cannot use {self.display_url}: {self._scrub(e)}") from self._cause(e)
+
+    def _cause(self, e: BaseException) -> BaseException | None:
+        """``e`` to chain as ``__cause__``, or None when its text quotes the password (tracebacks get logged)."""
+        if self._secret and (self._secret in str(e) or self._secret in repr(e.args)):
+            return None
+        return e
+
+    @property
+    def display_url(self) -> str:
+        db = "" if self._database == DEFAULT_DATABASE else f" (database {self._database})"
+        return f"{self._uri}{db}"
+
+    def _scrub(self, e: BaseException) -> str:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if self._secret:
+            msg = msg.replace(self._secret, "***")
+        return msg
+
+    def _close_driver(self) -> None:
+        if self._driver is not None:
+            try:
+                self._driver.close()
+            finally:
+                self._driver = None
+
+    def _session(self, access_mode: str):
+        if self._driver is None:
+            raise StoreError(f"the store {self.display_url} is closed")
+        return self._driver.session(database=self._database, default_access_mode=access_mode)
+
+    def _run(self, query: str, params: Mapping[str, Any] | None, *, write: bool) -> list[dict[str, Any]]:
+        import neo4j
+        from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable, SessionExpired
+
+        try:
+            with self._session(neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS) as session:
+                run = session.execute_write if write else session.execute_read
+                return run(_rows, query, params or {})
+        except AuthError as e:
+            raise StoreConnectionError(f"{self.display_url} refused the credentials of user {self._username!r}") from self._cause(e)
+        except (ServiceUnavailable, SessionExpired) as e:
+            raise StoreConnectionError(f"lost Neo4j at {self.display_url} ({self._scrub(e)})") from self._cause(e)
+        except Neo4jError as e:
+            raise QueryError(f"Neo4j rejected the query: {self._scrub(e)}") from self._cause(e)
+        except DriverError as e:
+            raise StoreError(f"{self.display_url}: {self._scrub(e)}") from self._cause(e)
+
+    def read(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._run(query, params, write=False)
+
+    def write(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._run(query, params, write=True)
+
+    def setup(self) -> None:
+        """Uniqueness constraints on ``uid`` and range indexes on ``INDEXED`` (``IF NOT EXISTS``), then wait online."""
+        if getattr(self, "_setup_done", False):
+            return
+        for label in LABELS:
+            lb = identifier(label)
+            self.write(f"CREATE CONSTRAINT neurflow_{lb}_uid IF NOT EXISTS FOR (n:{lb}) REQUIRE n.uid IS UNIQUE")
+            for prop in INDEXED.get(label, ()):
+                p = identifier(prop)
+                self.write(f"CREATE INDEX neurflow_{lb}_{p} IF NOT EXISTS FOR (n:{lb}) ON (n.{p})")
+        self.write("CALL db.awaitIndexes(300)")
+        self._setup_done = True
+
+    def close(self) -> None:
+        self._close_driver()
+        self._secret = None

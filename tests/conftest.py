@@ -1,0 +1,186 @@
+"""Shared fixtures for tests that need a graph store.
+
+Fixtures
+--------
+``embedded_dir``   a fresh, short data directory for an embedded store; whatever FalkorDB server
+                   runs there is stopped at teardown, pass or fail.
+``embedded_store`` a :class:`FalkorStore` on ``embedded_dir`` (its own server).
+``store``          function-scoped and parametrised over backends: ``falkordb`` always; ``neo4j``
+                   when ``NEO4J_URI`` is set, otherwise shown as skipped with the reason. Each test
+                   gets an empty graph with constraints and indexes set up.
+``module_store``   the same, shared by the tests of one module (empty when the module starts).
+``falkor_graph``   an empty, set-up embedded graph (no Neo4j variant): a cheap reference graph.
+
+Helpers (import from ``conftest``): :func:`graph_dump` (every node and relationship as plain
+sorted data, for comparing two graphs), :func:`clear_graph` (empty a store between phases of a
+test) and :func:`redis_pids_for` (live redis-server processes serving a directory).
+
+``store``, ``module_store`` and ``falkor_graph`` share one session-wide embedded server and get a
+graph each (FalkorDB graph = ``--database``), so they cost no server start; the session's end
+stops that server. Neo4j tests use the database ``NEO4J_DATABASE`` (default ``neo4j``) at
+``NEO4J_URI`` with ``NEO4J_USERNAME``/``NEO4J_PASSWORD`` and DELETE every node carrying one of
+this project's labels (or ``:Probe``) there before and after each test: point them at a scratch
+database. On Neo4j ``store`` and ``module_store`` share that database, so a module should use
+one of the two.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neurflow_graph.store.schema import LABELS
+
+NEO4J_URI = os.environ.get("NEO4J_URI")
+requires_neo4j = pytest.mark.skipif(
+    not NEO4J_URI, reason="NEO4J_URI is not set: Neo4j tests need a server (docker/README.md, `make neo4j-up`)")
+BACKENDS = [
+    pytest.param("falkordb", id="falkordb"),
+    pytest.param("neo4j", id="neo4j", marks=[requires_neo4j, pytest.mark.neo4j]),
+]
+_graph_ids = itertools.count()
+
+
+def redis_pids_for(data_dir: str | os.PathLike[str]) -> list[int]:
+    """Live (non-zombie) redis-server processes whose command line names ``data_dir``."""
+    needle = os.fsencode(str(Path(data_dir).absolute()))
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and b"redis-server" in cmdline and needle in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def graph_dump(store: Any) -> tuple[list[str], list[str]]:
+    """Every node (labels + properties) and relationship (type, end uids, properties), sorted JSON lines."""
+    nodes = sorted(json.dumps(r["n"], sort_keys=True) for r in store.read("MATCH (n) RETURN n"))
+    rels = sorted(json.dumps(r, sort_keys=True) for r in store.read(
+        "MATCH (a)-[e]->(b) RETURN a.uid AS a, type(e) AS type, properties(e) AS props, b.uid AS b"))
+    return nodes, rels
+
+
+def clear_graph(store: Any) -> None:
+    """Delete this project's nodes (and the tests' ``:Probe`` nodes) with their relationships."""
+    store.write("MATCH (n) WHERE any(l IN labels(n) WHERE l IN $labels) DETACH DELETE n",
+                {"labels": [*LABELS, "Probe"]})
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_orphan_servers() -> Iterator[None]:
+    """Safety net: kill any embedded server this test process started and did not stop."""
+    yield
+    from neurflow_graph.store import falkor
+
+    for pid, proc in list(falkor._CHILDREN.items()):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        falkor._CHILDREN.pop(pid, None)
+
+
+@pytest.fixture(scope="session")
+def _session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedded server for the session's ``store``/``module_store`` graphs; stopped at the end."""
+    from neurflow_graph.store.falkor import FalkorStore, stop_server
+
+    d = tmp_path_factory.mktemp("srv")
+    holder = None
+    try:
+        holder = FalkorStore(d)  # holds the server up between tests
+        yield d
+    finally:
+        if holder is not None:
+            holder.close()
+        stop_server(d)
+
+
+@pytest.fixture
+def embedded_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh data directory (short path: Unix sockets allow ~100 bytes); its server is stopped at teardown."""
+    from neurflow_graph.store.falkor import stop_server
+
+    d = tmp_path_factory.mktemp("db")
+    try:
+        yield d
+    finally:
+        stop_server(d)
+
+
+@pytest.fixture
+def embedded_store(embedded_dir: Path) -> Iterator[Any]:
+    """A FalkorStore with its own server in ``embedded_dir`` (closed and stopped at teardown)."""
+    from neurflow_graph.store.falkor import FalkorStore
+
+    s = FalkorStore(embedded_dir)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _open(backend: str, server_dir: Path) -> Any:
+    if backend == "falkordb":
+        from neurflow_graph.store.falkor import FalkorStore
+
+        s = FalkorStore(server_dir, graph=f"t{next(_graph_ids)}")
+    else:
+        from neurflow_graph.store.url import open_store
+
+        s = open_store(NEO4J_URI or "", database=os.environ.get("NEO4J_DATABASE"))
+        clear_graph(s)
+    s.setup()
+    return s
+
+
+def _drop(s: Any) -> None:
+    try:
+        if s.backend == "falkordb":
+            s.delete_graph()
+        else:
+            clear_graph(s)
+    finally:
+        s.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, _session_server: Path) -> Iterator[Any]:
+    """An empty, set-up graph on each backend (see the module doc)."""
+    s = _open(request.param, _session_server)
+    try:
+        yield s
+    finally:
+        _drop(s)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store(request: pytest.FixtureRequest, _session_server: Path) -> Iterator[Any]:
+    """Like ``store`` but shared by one module's tests."""
+    s = _open(request.param, _session_server)
+    try:
+        yield s
+    finally:
+        _drop(s)
+
+
+@pytest.fixture
+def falkor_graph(_session_server: Path) -> Iterator[Any]:
+    """An empty, set-up graph on the embedded backend only (e.g. to build a reference graph)."""
+    s = _open("falkordb", _session_server)
+    try:
+        yield s
+    finally:
+        _drop(s)
