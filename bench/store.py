@@ -1,0 +1,243 @@
+"""Store benchmark: ingest throughput (batched vs naive per-row MERGE) and library query latency.
+
+    .venv/bin/python bench/store.py                 # embedded FalkorDB; Neo4j too when NEO4J_URI is set
+    .venv/bin/python bench/store.py --classes 20    # a quicker look
+
+Builds ``--classes`` synthetic class circuits of model ``synthnet`` (sized for ~10k relationships
+each, ~1M in all at 100 classes) plus the first class again in model ``othernet`` (for
+compare_models), ingests them through the real path (``store.ingest.ingest``, one checkpoint at
+the end, as ``neurflow-graph ingest`` does) and reports relationships/s. The naive baseline
+writes the same rows of ``--naive-circuits`` circuits one MERGE query per row into a separate
+graph; its rate is extrapolated to the whole set. Query latency (p50/p95 over ``--repeats``
+runs after warm-up) is measured for every library query at ``--small`` classes and again at
+``--classes``. Neo4j runs only on an empty database (or with ``--neo4j-wipe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neurflow_graph.queries.library import list_queries, run_query  # noqa: E402
+from neurflow_graph.store.ingest import circuit_rows, ingest  # noqa: E402
+from neurflow_graph.store.url import open_store  # noqa: E402
+from neurflow_graph.synthetic import synthetic_circuit  # noqa: E402
+
+# ~10k relationships per circuit: 4 layers, tau 8, k 34 exemplar patches per neuron
+CIRCUIT_KW = dict(layers=("fc", "block3", "block2", "block1"), widths=(1000, 512, 512, 256), tau=8, k=34,
+                  n_images=24, max_semantic_groups=3, max_neuron_groups=8)
+GOAL_RELS_PER_S = 50_000
+GOAL_P95_MS = 200.0
+
+
+def circuits(n_classes: int, *, shared_pool: bool = False) -> list:
+    """Class c draws its patches from image pool c (NeurFlow crops D_c, the images of class c), so
+    only runs of the same class share Patch nodes; ``shared_pool``: every class uses one pool."""
+    def pool(c: int) -> int:
+        return 0 if shared_pool else c
+
+    out = [synthetic_circuit(class_index=c, class_name=f"class_{c:03d}", model_name="synthnet", seed=0,
+                             pool_seed=pool(c), **CIRCUIT_KW) for c in range(n_classes)]
+    out.append(synthetic_circuit(class_index=0, class_name="class_000", model_name="othernet", seed=0,
+                                 pool_seed=pool(0), **CIRCUIT_KW))
+    return out
+
+
+def query_params(n_classes: int) -> dict[str, dict]:
+    low = CIRCUIT_KW["layers"][-1]
+    mid = CIRCUIT_KW["layers"][2]
+    b = f"class_{min(1, n_classes - 1):03d}"
+    return {
+        "class_circuit": {"model": "synthnet", "class": "class_000"},
+        "shared_neurons_by_layer": {"model": "synthnet", "class_a": "class_000", "class_b": b},
+        "shared_groups": {"model": "synthnet", "class_a": "class_000", "class_b": b},
+        "concept_paths_to_logit": {"model": "synthnet", "class": "class_000", "layer": low},
+        "top_groups_per_layer": {"model": "synthnet", "class": "class_000"},
+        "hub_neurons": {"model": "synthnet"},
+        "classes_sharing_group": {"model": "synthnet", "class": "class_000", "layer": mid, "group": 0},
+        "compare_models": {"model_a": "synthnet", "model_b": "othernet", "class": "class_000"},
+        "polysemantic_neurons": {"model": "synthnet"},
+        "dashboard_summary": {"model": "synthnet"},
+    }
+
+
+def count_rels(store) -> int:
+    return int(store.read("MATCH ()-[e]->() RETURN count(e) AS c")[0]["c"])
+
+
+def ingest_all(store, batch: list) -> tuple[int, float]:
+    """Real path; return (relationship rows written, seconds)."""
+    t0 = time.perf_counter()
+    written = 0
+    for c in batch:
+        written += ingest(store=store, circuit=c, checkpoint=False).relationships
+    store.checkpoint()
+    return written, time.perf_counter() - t0
+
+
+def naive_ingest(store, batch: list) -> tuple[int, float]:
+    """The same rows, one MERGE query per node / relationship row; return (relationship rows, seconds)."""
+    from neurflow_graph.store.ingest import REL_SPEC
+
+    store.setup()
+    t0 = time.perf_counter()
+    n_rels = 0
+    for c in batch:
+        rows = circuit_rows(c)
+        store.write("MERGE (r:Run {uid: $uid}) SET r += $props",
+                    {"uid": rows.uid, "props": {k: v for k, v in rows.run.items() if k != "uid"}})
+        for label, node_rows in rows.nodes.items():
+            for r in node_rows:
+                props = {k: v for k, v in r.items() if k != "uid" and v is not None}
+                store.write(f"MERGE (n:{label} {{uid: $uid}}) SET n += $props", {"uid": r["uid"], "props": props})
+        for rel_type, rel_rows in rows.rels.items():
+            start, end, _ = REL_SPEC[rel_type]
+            q = (f"MATCH (a:{start} {{uid: $a}}) MATCH (b:{end} {{uid: $b}}) "
+                 f"MERGE (a)-[r:{rel_type}]->(b) SET r += $props")
+            for r in rel_rows:
+                store.write(q, {"a": r["a"], "b": r["b"], "props": {k: v for k, v in r.items() if k not in ("a", "b")}})
+                n_rels += 1
+    store.checkpoint()
+    return n_rels, time.perf_counter() - t0
+
+
+def latencies(store, n_classes: int, repeats: int) -> dict[str, tuple[float, float, int]]:
+    out = {}
+    params = query_params(n_classes)
+    for q in list_queries():
+        p = params.get(q.name)
+        if p is None:
+            print(f"  (no benchmark parameters for {q.name}; skipped)")
+            continue
+        for _ in range(3):
+            rows = run_query(store=store, name=q.name, params=p)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run_query(store=store, name=q.name, params=p)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+        out[q.name] = (statistics.median(times), p95, len(rows))
+    return out
+
+
+def bench_backend(name: str, open_fn, args) -> None:
+    print(f"\n== {name} ==")
+    suite = circuits(args.classes, shared_pool=args.shared_pool)
+    small = suite[: args.small] + [suite[-1]]
+    rest = suite[args.small: args.classes]
+    store = open_fn("neurflow_bench")
+    try:
+        store.setup()
+        w1, t1 = ingest_all(store, small)
+        lat_small = latencies(store, args.small, args.repeats)
+        w2, t2 = ingest_all(store, rest)
+        total_rels = count_rels(store)
+        n_nodes = int(store.read("MATCH (n) RETURN count(n) AS c")[0]["c"])
+        lat_big = latencies(store, args.classes, args.repeats)
+    finally:
+        store.close()
+    rate = (w1 + w2) / (t1 + t2)
+    print(f"image pools: {'one shared by all classes' if args.shared_pool else 'one per class'}")
+    print(f"store: {len(suite)} circuits ({args.classes} classes of synthnet + 1 of othernet), "
+          f"{n_nodes:,} nodes, {total_rels:,} relationships in the store "
+          f"({w1 + w2:,} relationship rows written)")
+    print(f"ingest (batched UNWIND, real path): {t1 + t2:.1f} s, {rate:,.0f} relationship rows/s, "
+          f"{total_rels / (t1 + t2):,.0f} stored relationships/s  (goal >= {GOAL_RELS_PER_S:,})")
+
+    naive_store = open_fn("neurflow_bench_naive")
+    try:
+        nb = suite[: args.naive_circuits]
+        n_rel_rows, tn = naive_ingest(naive_store, nb)
+    finally:
+        naive_store.close()
+    naive_rate = n_rel_rows / tn
+    print(f"naive per-row MERGE on {len(nb)} circuit(s) ({n_rel_rows:,} relationship rows): {tn:.1f} s, "
+          f"{naive_rate:,.0f} rows/s -> extrapolated {((w1 + w2) / naive_rate):,.0f} s for all {len(suite)} circuits "
+          f"(batched is {rate / naive_rate:.1f}x faster)")
+
+    print(f"\nquery latency, ms ({args.repeats} runs after 3 warm-up; goal p95 < {GOAL_P95_MS:.0f} ms at "
+          f"{args.classes} classes)")
+    print(f"| query | p50 @{args.small} | p95 @{args.small} | p50 @{args.classes} | p95 @{args.classes} | rows @{args.classes} | goal |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for q, (p50b, p95b, nb_rows) in lat_big.items():
+        p50s, p95s, _ = lat_small.get(q, (float("nan"), float("nan"), 0))
+        ok = "ok" if p95b < GOAL_P95_MS else "MISSED"
+        print(f"| {q} | {p50s:.1f} | {p95s:.1f} | {p50b:.1f} | {p95b:.1f} | {nb_rows} | {ok} |")
+
+
+class _Skip(Exception):
+    pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--small", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--naive-circuits", type=int, default=2)
+    ap.add_argument("--shared-pool", action="store_true",
+                    help="all classes crop one image pool (worst case for compare_models' patch join)")
+    ap.add_argument("--data-dir", default=None, help="embedded data directory (default: a temporary one)")
+    ap.add_argument("--neo4j-wipe", action="store_true", help="clear the Neo4j database first if it is not empty")
+    args = ap.parse_args()
+    if not 1 <= args.small <= args.classes:
+        ap.error("need 1 <= --small <= --classes")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
+
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        tmp = tempfile.mkdtemp(prefix="nfb-")
+        data_dir = tmp
+    try:
+        def open_embedded(graph: str):
+            s = open_store(f"embedded:{data_dir}", database=graph)
+            if s.read("MATCH (n) RETURN count(n) AS c")[0]["c"]:
+                s.delete_graph()
+                s.write("RETURN 1")  # recreate the empty graph
+            return s
+
+        bench_backend("embedded FalkorDB", open_embedded, args)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    uri = os.environ.get("NEO4J_URI")
+    if not uri:
+        print("\n== Neo4j: skipped (set NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD to include it) ==")
+        return
+
+    opened = []
+
+    def open_neo4j(graph: str):
+        # one database: the naive graph replaces the benchmark's own data, never a user's
+        s = open_store(uri, database=os.environ.get("NEO4J_DATABASE"))
+        n = int(s.read("MATCH (n) RETURN count(n) AS c")[0]["c"])
+        if n and not opened and not args.neo4j_wipe:
+            s.close()
+            print(f"\n== Neo4j: skipped ({s.display_url} holds {n} nodes; pass --neo4j-wipe to clear it) ==")
+            raise _Skip()
+        while s.write("MATCH (n) WITH n LIMIT 20000 DETACH DELETE n RETURN count(*) AS c")[0]["c"]:
+            pass
+        opened.append(graph)
+        return s
+
+    try:
+        bench_backend("Neo4j", open_neo4j, args)
+    except _Skip:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+// name: classes_sharing_group
+// purpose: Other classes of the model whose circuits hold a neuron group sharing member neurons with a given group.
+// param: model string            -- model name or Model uid
+// param: class string            -- class name of the given group
+// param: layer string            -- layer of the given group
+// param: group int               -- group id of the given group at that layer
+// param: run string = null       -- run uid of the given group; null: the latest complete run of (model, class)
+// param: min_shared int = 1      -- keep groups sharing at least this many neurons
+// columns: class_name, run, group_id, label, group_size, shared, jaccard
+// Other classes are read at their latest complete run. group_size and shared count distinct neurons;
+// jaccard = shared / (|given group| + group_size - shared). Ordered by jaccard, shared (descending), class_name, group_id.
+MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
+MATCH (r:Run)-[:OF_MODEL]->(m)
+WHERE r.status = 'complete' AND r.class_name = $class
+  AND (($run IS NULL AND r.latest = true) OR r.uid = $run)
+MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup {layer: $layer, gid: $group})
+MATCH (g)-[:HAS_MEMBER]->(:SemanticGroup)-[:OF]->(n:Neuron)
+WITH m, r, collect(DISTINCT n) AS mine
+MATCH (o:Run)-[:OF_MODEL]->(m)
+WHERE o.status = 'complete' AND o.latest = true AND o.class_name <> r.class_name
+MATCH (o)-[:HAS_GROUP]->(og:NeuronGroup {layer: $layer})-[:HAS_MEMBER]->(:SemanticGroup)-[:OF]->(n:Neuron)
+WITH mine, o, og, collect(DISTINCT n) AS theirs
+WITH o, og, size(mine) AS size_g, size(theirs) AS group_size, size([x IN theirs WHERE x IN mine]) AS shared
+WHERE shared >= $min_shared
+RETURN o.class_name AS class_name, o.uid AS run, og.gid AS group_id, og.label AS label, group_size, shared,
+       toFloat(shared) / (size_g + group_size - shared) AS jaccard
+ORDER BY jaccard DESC, shared DESC, class_name, group_id

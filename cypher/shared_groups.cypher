@@ -1,0 +1,30 @@
+// name: shared_groups
+// purpose: Pairs of neuron groups (one per class) at the same layer that share member neurons, by Jaccard.
+// param: model string            -- model name or Model uid
+// param: class_a string          -- first class name
+// param: class_b string          -- second class name
+// param: run_a string = null     -- run uid for class_a; null: its latest complete run
+// param: run_b string = null     -- run uid for class_b; null: its latest complete run
+// param: min_shared int = 1      -- keep pairs sharing at least this many neurons
+// param: limit int = 100         -- at most this many pairs
+// columns: layer, group_a, group_b, label_a, label_b, size_a, size_b, shared, jaccard
+// size_* and shared count distinct neurons; jaccard = shared / (size_a + size_b - shared).
+// Strongest first: jaccard, then shared (both descending), then layer, group_a, group_b.
+MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
+MATCH (ra:Run)-[:OF_MODEL]->(m)
+WHERE ra.status = 'complete' AND ra.class_name = $class_a
+  AND (($run_a IS NULL AND ra.latest = true) OR ra.uid = $run_a)
+MATCH (rb:Run)-[:OF_MODEL]->(m)
+WHERE rb.status = 'complete' AND rb.class_name = $class_b
+  AND (($run_b IS NULL AND rb.latest = true) OR rb.uid = $run_b)
+MATCH (ra)-[:HAS_GROUP]->(ga:NeuronGroup)-[:HAS_MEMBER]->(:SemanticGroup)-[:OF]->(n:Neuron)
+WITH rb, ga, collect(DISTINCT n) AS na
+MATCH (rb)-[:HAS_GROUP]->(gb:NeuronGroup {layer: ga.layer})-[:HAS_MEMBER]->(:SemanticGroup)-[:OF]->(n:Neuron)
+WITH ga, na, gb, collect(DISTINCT n) AS nb
+WITH ga, gb, size(na) AS size_a, size(nb) AS size_b, size([x IN na WHERE x IN nb]) AS shared
+WHERE shared >= $min_shared
+RETURN ga.layer AS layer, ga.gid AS group_a, gb.gid AS group_b, ga.label AS label_a,
+       gb.label AS label_b, size_a, size_b, shared,
+       toFloat(shared) / (size_a + size_b - shared) AS jaccard
+ORDER BY jaccard DESC, shared DESC, layer, group_a, group_b
+LIMIT $limit
