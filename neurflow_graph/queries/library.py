@@ -45,9 +45,17 @@ _HEADER_KEYS = ("name", "purpose", "param", "columns", "why")
 
 
 def default_directory() -> Path:
-    """``$NEURFLOW_CYPHER_DIR`` if set, else the repository's ``cypher/`` folder."""
+    """``$NEURFLOW_CYPHER_DIR`` if set, else the source tree's ``cypher/``, else the installed copy."""
     env = os.environ.get("NEURFLOW_CYPHER_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "cypher"
+    if env:
+        return Path(env)
+    source_tree = Path(__file__).resolve().parents[2] / "cypher"
+    if source_tree.is_dir():
+        return source_tree
+    # A non-editable install ships the library as data files (pyproject: tool.setuptools.data-files).
+    import sysconfig
+
+    return Path(sysconfig.get_path("data")) / "share" / "neurflow-graph" / "cypher"
 
 
 @dataclass(frozen=True)
