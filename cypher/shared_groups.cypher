@@ -7,7 +7,7 @@
 // param: run_b string = null     -- run uid for class_b; null: its latest complete run
 // param: min_shared int = 1      -- keep pairs sharing at least this many neurons
 // param: limit int = 100         -- at most this many pairs
-// columns: layer, group_a, group_b, label_a, label_b, size_a, size_b, shared, jaccard
+// columns: layer, group_a, group_b, label_a, label_b, concept_a, concept_b, size_a, size_b, shared, jaccard
 // size_* and shared count distinct neurons; jaccard = shared / (size_a + size_b - shared).
 // Strongest first: jaccard, then shared (both descending), then layer, group_a, group_b.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
@@ -24,7 +24,7 @@ WITH ga, na, gb, collect(DISTINCT n) AS nb
 WITH ga, gb, size(na) AS size_a, size(nb) AS size_b, size([x IN na WHERE x IN nb]) AS shared
 WHERE shared >= $min_shared
 RETURN ga.layer AS layer, ga.gid AS group_a, gb.gid AS group_b, ga.label AS label_a,
-       gb.label AS label_b, size_a, size_b, shared,
+       gb.label AS label_b, ga.concept AS concept_a, gb.concept AS concept_b, size_a, size_b, shared,
        toFloat(shared) / (size_a + size_b - shared) AS jaccard
 ORDER BY jaccard DESC, shared DESC, layer, group_a, group_b
 LIMIT $limit

@@ -9,6 +9,7 @@ Expected results are computed from the Circuit objects only, never from the stor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -68,8 +69,13 @@ class World:
 
 
 def _circuit(model: str, index: int, name: str, *, seed: int = 0, created: str = "2026-02-01T00:00:00+00:00"):
-    return synthetic_circuit(class_index=index, class_name=name, model_name=model, seed=seed,
-                             created_at=created, widths=(10, 24, 24, 16))
+    c = synthetic_circuit(class_index=index, class_name=name, model_name=model, seed=seed,
+                          created_at=created, widths=(10, 24, 24, 16))
+    # annotate some groups (as ground-truth scoring and MLLM labelling do) so label/concept columns are checked
+    groups = [dataclasses.replace(g, concept=f"texture:{g.layer}-{g.id}" if g.id % 2 == 0 else None,
+                                  label=f"{name} {g.layer} {g.id}" if g.id % 3 == 0 else None)
+              for g in c.neuron_groups]
+    return dataclasses.replace(c, neuron_groups=groups)
 
 
 def _build_world(store) -> World:
@@ -228,10 +234,13 @@ def _pairs_by_jaccard(ga: dict, gb: dict, *, same_layer: bool, min_shared: int) 
 def oracle_shared_groups(a: Circuit, b: Circuit, *, min_shared: int, limit: int) -> list[dict]:
     label_a = {(g.layer, g.id): g.label for g in a.neuron_groups}
     label_b = {(g.layer, g.id): g.label for g in b.neuron_groups}
+    concept_a = {(g.layer, g.id): g.concept for g in a.neuron_groups}
+    concept_b = {(g.layer, g.id): g.concept for g in b.neuron_groups}
     pairs = _pairs_by_jaccard(group_neurons(a), group_neurons(b), same_layer=True, min_shared=min_shared)
     pairs.sort(key=lambda p: (-p["jaccard"], -p["shared"], p["la"], p["ia"], p["ib"]))
     return [{"layer": p["la"], "group_a": p["ia"], "group_b": p["ib"], "label_a": label_a[(p["la"], p["ia"])],
-             "label_b": label_b[(p["lb"], p["ib"])], "size_a": p["na"], "size_b": p["nb"],
+             "label_b": label_b[(p["lb"], p["ib"])], "concept_a": concept_a[(p["la"], p["ia"])],
+             "concept_b": concept_b[(p["lb"], p["ib"])], "size_a": p["na"], "size_b": p["nb"],
              "shared": p["shared"], "jaccard": p["jaccard"]} for p in pairs[:limit]]
 
 
@@ -277,6 +286,7 @@ def test_concept_paths_to_logit_all(world, cls, layer, group):
     for (pg, sg), (pe, se) in zip(got, sorted((tuple(p), s) for p, s in expected)):
         assert pg == pe and math.isclose(sg, se, rel_tol=1e-9)
     weights = {(e.child_layer, e.child_group, e.parent_layer, e.parent_group): e.weight for e in c.group_edges}
+    concepts = {(g.layer, g.id): g.concept for g in c.neuron_groups}
     for r in rows:
         assert r["run"] == world.uid(c)
         assert r["sign"] == (1 if r["strength"] > 0 else -1 if r["strength"] < 0 else 0)
@@ -285,6 +295,7 @@ def test_concept_paths_to_logit_all(world, cls, layer, group):
         assert r["start_group"] == int(nodes[0][1])
         exp_w = [weights[(a[0], int(a[1]), b[0], int(b[1]))] for a, b in zip(nodes, nodes[1:])]
         assert _close(r["weights"], exp_w) and len(r["labels"]) == len(nodes)
+        assert r["concepts"] == [concepts[(a[0], int(a[1]))] for a in nodes]
     ranks = [r["abs_strength"] for r in rows]
     assert ranks == sorted(ranks, reverse=True)
 

@@ -1,0 +1,185 @@
+"""``neurflow-graph demo``: the whole pipeline on the concept world, end to end.
+
+concept world (held-out split, exported with its masks) -> demo CNN (trained once, cached)
+-> one NeurFlow circuit per class -> neuron groups scored against the ground truth
+-> ingested into the store -> the Cypher library run -> findings printed in plain words.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from neurflow_graph.errors import InputError
+
+Echo = Callable[[str], None]
+
+# The demo's extraction parameters: the paper's k and tau scaled to a 64-pixel world whose
+# circuits are small; ig_steps per the bench/extract.py study of steps vs core-set overlap.
+DEMO_PARAMS: dict[str, Any] = {"k": 30, "tau": 6, "ig_steps": 16, "max_neuron_groups": 6}
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced: run directories, store run uids, findings and timings (seconds)."""
+
+    run_dirs: dict[str, Path] = field(default_factory=dict)
+    run_uids: dict[str, str] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+    purity: dict[str, float] = field(default_factory=dict)
+
+
+def _world_dir(*, data_dir: Path, seed: int, per_class: int, echo: Echo) -> Path:
+    from neurflow_graph.datasets.concept_world import WORLD_FILE, export_world
+
+    world_dir = data_dir / "world"
+    try:
+        doc = json.loads((world_dir / WORLD_FILE).read_text())
+        if doc.get("seed") == seed and doc.get("split") == "test" and len(doc.get("images", [])) == per_class * len(doc["class_names"]):
+            return world_dir
+    except (OSError, ValueError, KeyError):
+        pass
+    echo(f"exporting the held-out concept world ({per_class} images per class) to {world_dir}")
+    return export_world(out_dir=world_dir, seed=seed, n_per_class=per_class, split="test")
+
+
+def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = None,
+             per_class: int = 12, classes: Sequence[str] | None = None, device: str | None = None,
+             params: dict[str, Any] | None = None, seed: int = 1, echo: Echo = print) -> DemoResult:
+    """Run the demo; ``store_url`` defaults to ``embedded:<data_dir>``. Returns a :class:`DemoResult`."""
+    from neurflow_graph.analysis.ground_truth import annotate_groups
+    from neurflow_graph.datasets.concept_world import load_world_ground_truth
+    from neurflow_graph.datasets.images import list_images, predict_classes, resolve_class, select_class_images
+    from neurflow_graph.extraction import ExtractParams, extract_circuit
+    from neurflow_graph.models.registry import load_model
+    from neurflow_graph.store.ingest import ingest_circuit
+    from neurflow_graph.store.url import open_store
+
+    if per_class < 2:
+        raise InputError(f"--per-class must be at least 2, got {per_class}")
+    data_dir = Path(data_dir)
+    store_url = store_url or f"embedded:{data_dir}"
+    result = DemoResult()
+    t_all = time.perf_counter()
+
+    t = time.perf_counter()
+    world_dir = _world_dir(data_dir=data_dir, seed=seed, per_class=per_class, echo=echo)
+    truth = load_world_ground_truth(world_dir)
+    echo("loading the demo model (trained on the concept world's train split on first use, then cached)")
+    model = load_model(name="demo", device=device)
+    records, _ = list_images(world_dir)
+    predictions = predict_classes(model=model, images=records)
+    truth_labels = [truth.image(r.sha256).label for r in records]
+    accuracy = sum(p == y for p, y in zip(predictions, truth_labels)) / len(records)
+    echo(f"demo model: held-out accuracy {accuracy:.1%} on {len(records)} concept-world images")
+    result.timing["world_and_model"] = time.perf_counter() - t
+
+    class_indices = [resolve_class(model=model, text=c) for c in classes] if classes else list(range(len(truth.class_names)))
+    extract_params = ExtractParams(**{**DEMO_PARAMS, **(params or {}), "seed": 0})
+    circuits = {}
+    t = time.perf_counter()
+    for c in class_indices:
+        name = model.class_name(c)
+        images = select_class_images(model=model, images=records, class_index=c, predictions=predictions)
+        run_dir = data_dir / "runs" / name
+        echo(f"[{name}] extracting the circuit from {len(images)} images -> {run_dir}")
+        circuit = extract_circuit(model=model, images=images, class_index=c, params=extract_params,
+                                  run_dir=run_dir, resume=True, progress=False)
+        circuit = annotate_groups(circuit=circuit, truth=truth)
+        circuit.save(run_dir)
+        circuits[name] = circuit
+        result.run_dirs[name] = run_dir
+    result.timing["extraction"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with open_store(store_url) as store:
+        for name, circuit in circuits.items():
+            result.run_uids[name] = ingest_circuit(store=store, circuit=circuit)
+        result.timing["ingest"] = time.perf_counter() - t
+        echo(f"ingested {len(circuits)} circuits into {store.display_url}")
+        t = time.perf_counter()
+        result.findings = _findings(store=store, model_uid=_model_uid(store, result.run_uids), circuits=circuits,
+                                    truth=truth)
+        result.timing["queries"] = time.perf_counter() - t
+    for name, circuit in circuits.items():
+        groups = [g for g in circuit.neuron_groups if g.layer != circuit.model.layers[0]]
+        result.purity[name] = sum(g.purity or 0.0 for g in groups) / max(1, len(groups))
+    result.timing["total"] = time.perf_counter() - t_all
+    for line in result.findings:
+        echo(line)
+    echo(f"mean neuron-group purity against the ground truth: "
+         + ", ".join(f"{k} {v:.2f}" for k, v in result.purity.items()))
+    echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timing.items())
+         + f" (target: under 600 s on 2 cores)")
+    return result
+
+
+def _model_uid(store: Any, run_uids: dict[str, str]) -> str:
+    rows = store.read("MATCH (r:Run {uid: $uid}) RETURN r.model AS model", {"uid": next(iter(run_uids.values()))})
+    return rows[0]["model"]
+
+
+def _label(concept: Any) -> str:
+    return str(concept).split(":", 1)[-1] if concept else "?"
+
+
+def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: Any) -> list[str]:
+    """Plain-word findings from the Cypher library (each sentence names the query it came from)."""
+    from neurflow_graph.queries.library import run_query
+
+    out: list[str] = []
+    names = list(circuits)
+    classes = {c["name"]: c for c in truth.classes}
+
+    # 1. classes that share concepts by construction: which neuron groups do they share?
+    out.append("== Shared neuron groups (query shared_groups) ==")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            common = set(classes[a]["concepts"]) & set(classes[b]["concepts"]) if a in classes and b in classes else set()
+            rows = run_query(store=store, name="shared_groups",
+                             params={"model": model_uid, "class_a": a, "class_b": b, "limit": 3})
+            if not rows:
+                continue
+            top = rows[0]
+            out.append(f"{a} & {b} (by construction they share {', '.join(sorted(_label(c) for c in common)) or 'nothing'}): "
+                       f"{len(rows)} group pair(s) share neurons; strongest at {top['layer']}: "
+                       f"{a} group {top['group_a']} ({_label(top.get('label_a') or top.get('concept_a'))}) ~ {b} group {top['group_b']} "
+                       f"({_label(top.get('label_b') or top.get('concept_b'))}), Jaccard {top['jaccard']:.2f}")
+
+    # 2. the biased class: its spurious concepts and their paths to the logit
+    out.append("== Spurious concepts (concept_paths_to_logit) ==")
+    for name, spec in classes.items():
+        spurious = [s[0] if isinstance(s, (list, tuple)) else s for s in spec.get("spurious", [])]
+        if not spurious or name not in circuits:
+            continue
+        circuit = circuits[name]
+        hits = [g for g in circuit.neuron_groups if g.concept in spurious and g.layer != circuit.model.layers[0]]
+        if not hits:
+            out.append(f"{name}: spurious concepts {', '.join(map(_label, spurious))} did not surface as a neuron group")
+            continue
+        for g in sorted(hits, key=lambda g: circuit.model.layers.index(g.layer))[:3]:
+            rows = run_query(store=store, name="concept_paths_to_logit",
+                             params={"model": model_uid, "class": name, "layer": g.layer, "group": g.id, "limit": 1})
+            path = rows[0] if rows else None
+            route = " -> ".join(map(str, path["path"])) if path else "no path"
+            out.append(f"{name}: group {g.layer}/{g.id} is '{_label(g.concept)}' (purity {g.purity:.2f}), a spurious "
+                       f"concept; strongest path to the logit: {route} "
+                       f"(strength {path['strength']:+.3f})" if path else f"{name}: group {g.layer}/{g.id} "
+                       f"is '{_label(g.concept)}' but reaches the logit by no path")
+
+    # 3. the strongest path to each logit from the leaf layer
+    out.append("== Strongest path to each logit (concept_paths_to_logit) ==")
+    for name, circuit in circuits.items():
+        leaf = circuit.model.layers[-1]
+        rows = run_query(store=store, name="concept_paths_to_logit",
+                         params={"model": model_uid, "class": name, "layer": leaf, "limit": 1})
+        if rows:
+            r = rows[0]
+            labels = " -> ".join(_label(lab or con) for lab, con in zip(r["labels"], r["concepts"]))
+            out.append(f"{name}: {' -> '.join(map(str, r['path']))} [{labels}] strength {r['strength']:+.3f}")
+    return out
