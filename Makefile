@@ -19,7 +19,18 @@ bootstrap: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/neurflow-graph demo
 
-test: $(STAMP)
+# Neo4j's Cypher linter (tests/test_cypher_neo4j_grammar.py); reinstalled when its lock file changes.
+LINT_DIR   := tools/cypher-lint
+LINT_STAMP := $(LINT_DIR)/node_modules/.stamp-$(shell cat $(LINT_DIR)/package-lock.json | sha256sum | cut -c1-16)
+
+$(LINT_STAMP): $(LINT_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(LINT_DIR) --no-audit --no-fund && touch $@; \
+	else \
+	  echo "npm not found: $(LINT_DIR) not installed, tests/test_cypher_neo4j_grammar.py will skip"; \
+	fi
+
+test: $(STAMP) $(LINT_STAMP)
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)
