@@ -33,7 +33,7 @@ $(LINT_STAMP): $(LINT_DIR)/package-lock.json
 test: $(STAMP) $(LINT_STAMP)
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(LINT_STAMP)
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)
