@@ -1,0 +1,48 @@
+"""NeurFlow extraction engine (paper sec. 3, app. E): images of a class -> :class:`Circuit`.
+
+Modules, one algorithm each: ``patches`` (the patch set D), ``activations`` (the one hook scan),
+``slicing`` (sub-networks via torch.fx), ``ig_graph`` + ``integrated_gradients`` (batched IG),
+``importance`` (concepts, core neurons, eq. 4), ``semantic_groups`` / ``neuron_groups``
+(clustering), ``circuit_builder`` (Alg. 3 and assembly), ``rundir`` (checkpoints, resume).
+See docs/extraction.md and docs/circuit-format.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from neurflow_graph.errors import InputError
+from neurflow_graph.extraction.params import ExtractParams, validate_params
+
+if TYPE_CHECKING:
+    from neurflow_graph.circuit import Circuit
+    from neurflow_graph.datasets.images import ImageRecord
+    from neurflow_graph.models.registry import LoadedModel
+
+__all__ = ["ExtractParams", "extract_circuit"]
+
+
+def extract_circuit(*, model: "LoadedModel", images: Sequence["ImageRecord"], class_index: int,
+                    params: ExtractParams, run_dir: Path | None = None, resume: bool = False,
+                    progress: bool = True) -> "Circuit":
+    """Extract the NeurFlow circuit of class ``class_index`` from ``images`` (D_c).
+
+    With ``run_dir``, per-layer checkpoints go to ``run_dir/checkpoints`` and the circuit to
+    ``run_dir/circuit.json`` (written last, atomically); ``resume=True`` skips the layers an
+    interrupted run with the same inputs and parameters finished. ``progress`` shows tqdm bars.
+    """
+    from neurflow_graph.extraction.circuit_builder import build_circuit, check_images
+
+    for attr in ("module", "spec", "device", "preprocess", "class_name"):
+        if not hasattr(model, attr):
+            raise InputError(f"model must be a LoadedModel (from neurflow_graph.models.load_model); it has no {attr!r}")
+    layers = list(model.spec.layers)
+    if not layers:
+        raise InputError("the model has no analysed layers; give at least the logit layer")
+    if isinstance(class_index, bool) or not isinstance(class_index, int) or class_index < 0:
+        raise InputError(f"class_index must be a non-negative integer, got {class_index!r}")
+    validate_params(params, layers=layers)
+    check_images(images)
+    return build_circuit(model=model, images=list(images), class_index=class_index, params=params,
+                         run_dir=Path(run_dir) if run_dir is not None else None, resume=resume, progress=progress)

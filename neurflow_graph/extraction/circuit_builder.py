@@ -1,0 +1,351 @@
+"""NeurFlow's circuit (Algorithm 3) and concept circuit (sec. 3.5), assembled into a :class:`Circuit`.
+
+Top-down from the class logit: for the targets of layer ``i`` (the root, then the union of the
+core neurons found above) compute concepts (top-k patches by phi from the one activation scan),
+semantic groups (Ward on the layer below's phi), integrated gradients to layer ``i+1`` for the
+patches of the concepts only, core neurons and edge weights. The bottom layer's neurons get
+concepts and semantic groups on their own phi, and no edges. Each layer is checkpointed.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from neurflow_graph.circuit import (
+    Circuit, ClassInfo, Edge, ImageRef, ModelInfo, Neuron, NeuronGroup, Patch, SemanticGroup, derive_group_edges,
+)
+from neurflow_graph.errors import ExtractionError, ImageError, InputError
+from neurflow_graph.extraction import importance
+from neurflow_graph.extraction.activations import scan_activations
+from neurflow_graph.extraction.integrated_gradients import SliceAttributor, quadrature
+from neurflow_graph.extraction.ig_graph import choose_slots
+from neurflow_graph.extraction.neuron_groups import NeuronGrouper, group_vectors
+from neurflow_graph.extraction.params import ExtractParams
+from neurflow_graph.extraction.patches import PatchPlan, PatchSource, image_size, plan_patches
+from neurflow_graph.extraction.rundir import Checkpoints, fingerprint
+from neurflow_graph.extraction.semantic_groups import SemanticGrouper
+from neurflow_graph.extraction.slicing import TracedModel, layer_slice, prefix, trace_layers
+
+
+# Full maps of the IG input layers kept from the scan when all of D fits this budget (else on demand).
+MAP_CACHE_BYTES = 256 * 2**20
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients for the duration; both restored afterwards."""
+    was_training = module.training
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(was_training)
+
+
+def patch_size(model: Any, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """(width, height) every patch is resized to: the model's input size, else the images' common size."""
+    side = getattr(model.spec, "input_size", None)
+    if side is not None:
+        return int(side), int(side)
+    distinct = sorted(set(sizes))
+    if len(distinct) != 1:
+        raise ExtractionError(f"the model has no input size and the images have {len(distinct)} different sizes "
+                              f"(e.g. {distinct[0]} and {distinct[-1]}); give the model an input size "
+                              "(--input-size N) so that patches can be batched")
+    return distinct[0]
+
+
+def weights_id(model: Any) -> str:
+    """The weights' sha256, or a hash of the random-init state dict."""
+    if getattr(model, "weights_sha256", None):
+        return str(model.weights_sha256)
+    from neurflow_graph.models.registry import state_dict_sha256
+
+    return "state:" + state_dict_sha256(model.module.state_dict())
+
+
+def software_versions(device: torch.device) -> dict[str, str]:
+    import sklearn
+    import torchvision
+
+    from neurflow_graph import __version__
+
+    return {"neurflow_graph": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+            "device": str(device)}
+
+
+# ---------------------------------------------------------------------------- one layer
+
+
+def _concepts(phi_layer: np.ndarray, r: np.ndarray, targets: Sequence[int], params: ExtractParams
+              ) -> dict[int, dict[str, Any]]:
+    """Top-k and semantic-group labels of each target."""
+    out = {}
+    for a in targets:
+        topk = importance.top_k(phi_layer[:, a], params.k)
+        labels = SemanticGrouper(max_groups=params.max_semantic_groups).fit(r[topk]).labels_
+        out[a] = {"topk": topk, "labels": labels}
+    return out
+
+
+def _attribute_layer(*, traced: TracedModel, lower: str, upper: str, concepts: dict[int, dict[str, Any]],
+                     source: PatchSource, params: ExtractParams, device: torch.device, timer: _Timer,
+                     progress: bool, cached: torch.Tensor | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """IG from ``lower`` to every target of ``upper``, reduced per target to
+    ``abs_sum`` (C,), ``signed_sum`` (C,) and ``groups`` (n_groups, C) over its concept's patches.
+
+    ``cached``: maps of ``lower`` for all patches kept by the scan, else computed here on demand."""
+    slice_gm = layer_slice(traced=traced, lower=lower, upper=upper)
+    prefix_gm = prefix(traced=traced, layer=lower)
+    targets_of: dict[int, list[int]] = {}
+    position: dict[tuple[int, int], int] = {}
+    for a, c in concepts.items():
+        for pos, p in enumerate(c["topk"].tolist()):
+            targets_of.setdefault(p, []).append(a)
+            position[(a, p)] = pos
+    patches = sorted(targets_of, key=lambda p: (-len(targets_of[p]), p))
+
+    def maps_of(ids: Sequence[int]) -> torch.Tensor:
+        with timer.phase("maps"), torch.no_grad():
+            if cached is not None:
+                return cached[torch.as_tensor(list(ids), dtype=torch.long)].to(device)
+            parts = [prefix_gm(source.batch(ids[i:i + params.max_batch]).to(device))
+                     for i in range(0, len(ids), params.max_batch)]
+            return torch.cat(parts)
+
+    attributor = SliceAttributor(slice_gm)
+    attributor.prepare(maps_of(patches[:1]))
+    steps = attributor.steps_needed(params.ig_steps)
+    slots = choose_slots(targets_per_patch=[len(targets_of[p]) for p in patches], costs=attributor.costs,
+                         steps=steps, cap=attributor.slots_fit)
+    copies: list[tuple[int, list[int]]] = []
+    for p in patches:
+        ts = targets_of[p]
+        for i in range(0, len(ts), slots):
+            chunk = ts[i:i + slots]
+            copies.append((p, chunk + [-1] * (slots - len(chunk))))
+    alphas, weights = quadrature(params.ig_method, params.ig_steps)
+    acc: dict[int, dict[str, np.ndarray]] = {}
+    per_block = attributor.copies_per_block(slots, params.max_batch)
+    bar = tqdm(total=sum(len(c["topk"]) for c in concepts.values()), desc=f"IG {upper} <- {lower}", unit="pair",
+               disable=not progress, leave=False)
+    try:
+        for start in range(0, len(copies), per_block):
+            block = copies[start:start + per_block]
+            ids = list(dict.fromkeys(p for p, _ in block))
+            index = {p: i for i, p in enumerate(ids)}
+            maps = maps_of(ids)
+            with timer.phase("ig"):
+                attr = attributor.attribute(
+                    maps=maps, copy_patch=torch.tensor([index[p] for p, _ in block], device=device),
+                    slot_targets=torch.tensor([t for _, t in block], dtype=torch.long, device=device),
+                    alphas=alphas, weights=weights, max_rows=params.max_batch)
+                values = attr.detach().to("cpu", torch.float64).numpy()
+                n_pairs = 0
+                for ci, (p, ts) in enumerate(block):
+                    for si, a in enumerate(ts):
+                        if a < 0:
+                            continue
+                        vec = values[ci, si]
+                        if a not in acc:
+                            n_groups = int(concepts[a]["labels"].max()) + 1
+                            acc[a] = {"abs_sum": np.zeros_like(vec), "signed_sum": np.zeros_like(vec),
+                                      "groups": np.zeros((n_groups, vec.shape[0]))}
+                        j = int(concepts[a]["labels"][position[(a, p)]])
+                        acc[a]["abs_sum"] += np.abs(vec)
+                        acc[a]["signed_sum"] += vec
+                        acc[a]["groups"][j] += vec
+                        n_pairs += 1
+            bar.update(n_pairs)
+    finally:
+        bar.close()
+    return acc
+
+
+def _process_layer(*, index: int, layers: Sequence[str], targets: Sequence[int], phi: dict[str, np.ndarray],
+                   traced: TracedModel, source: PatchSource, params: ExtractParams, device: torch.device,
+                   timer: _Timer, progress: bool, cached: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Checkpointable results of layer ``index``: per target its concept, semantic labels, core
+    neurons (best first) and the raw scores T(a, s, V_{a,j}) of those cores per group."""
+    layer = layers[index]
+    lower = layers[index + 1] if index + 1 < len(layers) else None
+    with timer.phase("semantic_groups"):
+        concepts = _concepts(phi[layer], phi[lower if lower is not None else layer], targets, params)
+    neurons = []
+    acc = {}
+    if lower is not None and targets:
+        acc = _attribute_layer(traced=traced, lower=lower, upper=layer, concepts=concepts, source=source,
+                               params=params, device=device, timer=timer, progress=progress,
+                               cached=(cached or {}).get(lower))
+    for a in targets:
+        entry: dict[str, Any] = {"index": int(a), "topk": concepts[a]["topk"].tolist(),
+                                 "labels": concepts[a]["labels"].tolist(), "cores": [], "scores": []}
+        if lower is not None:
+            got = acc[a]
+            scores = importance.rank_scores(abs_sum=got["abs_sum"], signed_sum=got["signed_sum"],
+                                            n_patches=len(concepts[a]["topk"]), rank_by=params.rank_by)
+            cores = importance.core_neurons(scores, params.tau_for(lower))
+            entry["cores"] = cores.tolist()
+            entry["scores"] = got["groups"][:, cores].tolist()
+        neurons.append(entry)
+    return {"layer": layer, "neurons": neurons}
+
+
+# ---------------------------------------------------------------------------- assembly
+
+
+def _assemble(*, layer_results: list[dict[str, Any]], layers: Sequence[str], phi: dict[str, np.ndarray],
+              params: ExtractParams, timer: _Timer) -> tuple[list[Neuron], list[Edge], list[NeuronGroup], set[int]]:
+    neurons: list[Neuron] = []
+    edges: list[Edge] = []
+    groups: list[NeuronGroup] = []
+    used: set[int] = set()
+    for i, result in enumerate(layer_results):
+        layer = layers[i]
+        r = phi[layers[i + 1]] if i + 1 < len(layers) else phi[layer]
+        members: list[tuple[int, int, np.ndarray]] = []
+        for entry in sorted(result["neurons"], key=lambda e: e["index"]):
+            a = entry["index"]
+            topk = np.asarray(entry["topk"], dtype=np.int64)
+            labels = np.asarray(entry["labels"], dtype=np.int64)
+            used.update(topk.tolist())
+            sgs = []
+            for j in range(int(labels.max()) + 1):
+                ids = topk[labels == j]
+                members.append((a, j, ids))
+                sgs.append(SemanticGroup(id=j, patches=ids.tolist(),
+                                         mean_activation=float(phi[layer][ids, a].astype(np.float64).mean())))
+            neurons.append(Neuron(layer=layer, index=a, semantic_groups=sgs))
+            if entry["cores"]:
+                scores = np.asarray(entry["scores"], dtype=np.float64)
+                weights = importance.edge_weights(scores)
+                for j in range(scores.shape[0]):
+                    for ci, child in sorted(enumerate(entry["cores"]), key=lambda t: t[1]):
+                        edges.append(Edge(parent_layer=layer, parent_index=a, parent_group=j,
+                                          child_layer=layers[i + 1], child_index=int(child),
+                                          weight=float(weights[j, ci]), score=float(scores[j, ci])))
+        if not members:
+            continue
+        with timer.phase("neuron_groups"):
+            if i == 0:
+                labels_ng = np.zeros(len(members), dtype=np.int64)
+            else:
+                vectors = group_vectors(r, [m[2] for m in members])
+                labels_ng = NeuronGrouper(max_groups=params.max_neuron_groups).fit(vectors).labels_
+        for g in range(int(labels_ng.max()) + 1):
+            groups.append(NeuronGroup(layer=layer, id=g,
+                                      members=[[m[0], m[1]] for m, lab in zip(members, labels_ng) if lab == g]))
+    return neurons, edges, groups, used
+
+
+def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
+                  run_dir: Any, resume: bool, progress: bool) -> Circuit:
+    """The whole extraction; inputs already validated by ``extract_circuit``."""
+    timer = _Timer()
+    started = time.perf_counter()
+    torch.manual_seed(params.seed)
+    np.random.seed(params.seed % (2**32))
+    random.seed(params.seed)
+    layers = list(model.spec.layers)
+    module, device = model.module, torch.device(model.device)
+
+    with timer.phase("patches"):
+        paths = [img.path for img in images]
+        sizes = [image_size(p) for p in paths]
+        size = patch_size(model, sizes)
+        plan: PatchPlan = plan_patches(image_sizes=sizes, crop_fractions=params.crop_fractions,
+                                       stride_fraction=params.stride_fraction)
+        source = PatchSource(paths=paths, plan=plan, size=size, preprocess=model.preprocess)
+    ckpt = Checkpoints(run_dir=run_dir, fingerprint=fingerprint(
+        model_name=model.spec.name, layers=layers, weights=weights_id(model), size=size,
+        mean=getattr(model.spec, "mean", None), std=getattr(model.spec, "std", None), class_index=class_index,
+        image_hashes=[img.sha256 for img in images], params=params.to_json()), resume=resume)
+
+    with frozen(module):
+        with timer.phase("trace"):
+            traced = trace_layers(module=module, layers=layers)
+        phi = ckpt.load_scan(layers)
+        cached: dict[str, torch.Tensor] = {}
+        if phi is None:
+            with timer.phase("scan"):
+                bar = tqdm(total=len(plan), desc="activation scan", unit="patch", disable=not progress, leave=False)
+                try:
+                    phi, cached = scan_activations(module=module, layers=layers, n_patches=len(plan),
+                                                   batches=source.batch, device=device, batch_size=params.max_batch,
+                                                   on_batch=bar.update, map_layers=layers[1:],
+                                                   map_budget=MAP_CACHE_BYTES)
+                finally:
+                    bar.close()
+            ckpt.save_scan(phi, layers)
+        n_logits = phi[layers[0]].shape[1]
+        if not 0 <= class_index < n_logits:
+            raise InputError(f"class index {class_index} is out of range: the logit layer {layers[0]!r} has "
+                             f"{n_logits} outputs (0..{n_logits - 1})")
+
+        results: list[dict[str, Any]] = []
+        targets: list[int] = [class_index]
+        for i, layer in enumerate(layers):
+            if not targets:
+                break
+            result = ckpt.load_layer(i)
+            if result is None or [n["index"] for n in result["neurons"]] != list(targets):
+                result = _process_layer(index=i, layers=layers, targets=targets, phi=phi, traced=traced,
+                                        source=source, params=params, device=device, timer=timer, progress=progress,
+                                        cached=cached)
+                ckpt.save_layer(i, result)
+            results.append(result)
+            targets = sorted({c for n in result["neurons"] for c in n["cores"]})
+
+    neurons, edges, groups, used = _assemble(layer_results=results, layers=layers, phi=phi, params=params,
+                                             timer=timer)
+    group_edges = derive_group_edges(edges=edges, neuron_groups=groups)
+    patches = [Patch(id=int(p), image=int(plan.image[p]), box=[int(v) for v in plan.boxes[p]]) for p in sorted(used)]
+    image_refs = [ImageRef(id=i, path=str(img.path), sha256=str(img.sha256)) for i, img in enumerate(images)]
+    timing = {k: round(v, 6) for k, v in sorted(timer.totals.items())}
+    timing["total"] = round(time.perf_counter() - started, 6)
+    circuit = Circuit(
+        model=ModelInfo(name=model.spec.name, layers=layers, weights_sha256=getattr(model, "weights_sha256", None)),
+        class_=ClassInfo(index=int(class_index), name=str(model.class_name(class_index))),
+        params=params.to_json(), neurons=neurons, edges=edges, neuron_groups=groups, group_edges=group_edges,
+        patches=patches, images=image_refs, timing=timing, software=software_versions(device),
+        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+    if run_dir is not None:
+        circuit.save(run_dir)
+    return circuit
+
+
+def check_images(images: Sequence[Any]) -> None:
+    if not images:
+        raise ImageError("no images to explain the class with (D_c is empty); give images the model classifies "
+                         "as this class")
+    for img in images:
+        if not hasattr(img, "path") or not hasattr(img, "sha256"):
+            raise InputError(f"images must be ImageRecord-like (path, sha256), got {type(img).__name__}")

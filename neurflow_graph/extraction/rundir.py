@@ -1,0 +1,127 @@
+"""Run directory: per-layer checkpoints so an interrupted extraction resumes where it stopped.
+
+Layout (all written atomically, temp file + rename)::
+
+    RUN_DIR/checkpoints/manifest.json   {"format", "fingerprint"}: what the checkpoints belong to
+    RUN_DIR/checkpoints/scan.npz        phi of every analysed layer for every patch
+    RUN_DIR/checkpoints/layer-NN.json   results of layer NN (concepts, semantic groups, core neurons, IG scores)
+    RUN_DIR/circuit.json                written last (Circuit.save)
+
+The fingerprint hashes everything that determines the result: model name, layers, weights (or a
+hash of the random-init state dict), input size and normalisation, class, images (sha256, in
+order) and every parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from neurflow_graph.errors import ExtractionError
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FORMAT = 1
+
+
+def fingerprint(*, model_name: str, layers: Sequence[str], weights: str, size: tuple[int, int],
+                mean: Any, std: Any, class_index: int, image_hashes: Sequence[str], params: dict[str, Any]) -> str:
+    """sha256 (hex) of the inputs and parameters of one extraction."""
+    payload = {"format": CHECKPOINT_FORMAT, "model": model_name, "layers": list(layers), "weights": weights,
+               "size": list(size), "mean": list(mean) if mean is not None else None,
+               "std": list(std) if std is not None else None, "class": int(class_index),
+               "images": list(image_hashes), "params": params}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Checkpoints:
+    """Checkpoints of one run; inert when ``run_dir`` is None.
+
+    ``resume=False`` clears earlier checkpoints; ``resume=True`` keeps them when their fingerprint
+    matches and raises ExtractionError when it does not."""
+
+    def __init__(self, *, run_dir: Path | None, fingerprint: str, resume: bool) -> None:
+        self.dir = Path(run_dir) / CHECKPOINT_DIR if run_dir is not None else None
+        self.fingerprint = fingerprint
+        self.resumed_layers = 0
+        if self.dir is None:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ExtractionError(f"cannot create the run directory {self.dir.parent}: {e.strerror or e}") from e
+        manifest = self.dir / "manifest.json"
+        if resume and manifest.exists():
+            try:
+                saved = json.loads(manifest.read_text())
+            except (OSError, ValueError) as e:
+                raise ExtractionError(f"{manifest} is unreadable ({e}); delete {self.dir} or start without "
+                                      "resume") from e
+            if saved.get("fingerprint") != fingerprint or saved.get("format") != CHECKPOINT_FORMAT:
+                raise ExtractionError(f"{run_dir} holds checkpoints of a different extraction (model, images, class "
+                                      "or parameters changed); resume with the same inputs, use another run "
+                                      "directory, or start over without resume")
+        else:
+            self._clear()
+        _atomic_write(manifest, lambda f: json.dump({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint}, f), "w")
+
+    def _clear(self) -> None:
+        assert self.dir is not None
+        for p in self.dir.iterdir():
+            ours = p.name in ("manifest.json", "scan.npz") or (p.name.startswith("layer-") and p.suffix == ".json")
+            if ours:
+                p.unlink()
+
+    # ---------------------------------------------------------------- scan
+
+    def load_scan(self, layers: Sequence[str]) -> dict[str, np.ndarray] | None:
+        if self.dir is None or not (self.dir / "scan.npz").exists():
+            return None
+        with np.load(self.dir / "scan.npz") as data:
+            if list(data["layers"]) != list(layers):
+                return None
+            return {name: np.array(data[f"phi_{i}"]) for i, name in enumerate(layers)}
+
+    def save_scan(self, phi: dict[str, np.ndarray], layers: Sequence[str]) -> None:
+        if self.dir is None:
+            return
+        arrays = {f"phi_{i}": phi[name] for i, name in enumerate(layers)}
+        _atomic_write(self.dir / "scan.npz", lambda f: np.savez(f, layers=np.asarray(list(layers)), **arrays), "wb")
+
+    # ---------------------------------------------------------------- layers
+
+    def load_layer(self, index: int) -> dict[str, Any] | None:
+        if self.dir is None:
+            return None
+        path = self.dir / f"layer-{index:02d}.json"
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # a torn file from a crash: recompute the layer
+        self.resumed_layers += 1
+        return data
+
+    def save_layer(self, index: int, payload: dict[str, Any]) -> None:
+        if self.dir is None:
+            return
+        _atomic_write(self.dir / f"layer-{index:02d}.json", lambda f: json.dump(payload, f), "w")
