@@ -18,9 +18,8 @@ from neurflow_graph.errors import InputError
 
 Echo = Callable[[str], None]
 
-# The demo's extraction parameters: the paper's k and tau scaled to a 64-pixel world whose
-# circuits are small; ig_steps per the bench/extract.py study of steps vs core-set overlap.
-DEMO_PARAMS: dict[str, Any] = {"k": 30, "tau": 6, "ig_steps": 16, "max_neuron_groups": 6}
+# The demo runs the paper's defaults (k=50, tau=16, N=50 steps); override with `params`.
+DEMO_PARAMS: dict[str, Any] = {}
 
 
 @dataclass
@@ -136,20 +135,35 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
     names = list(circuits)
     classes = {c["name"]: c for c in truth.classes}
 
-    # 1. classes that share concepts by construction: which neuron groups do they share?
-    out.append("== Shared neuron groups (query shared_groups) ==")
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            common = set(classes[a]["concepts"]) & set(classes[b]["concepts"]) if a in classes and b in classes else set()
-            rows = run_query(store=store, name="shared_groups",
-                             params={"model": model_uid, "class_a": a, "class_b": b, "limit": 3})
-            if not rows:
-                continue
-            top = rows[0]
-            out.append(f"{a} & {b} (by construction they share {', '.join(sorted(_label(c) for c in common)) or 'nothing'}): "
-                       f"{len(rows)} group pair(s) share neurons; strongest at {top['layer']}: "
-                       f"{a} group {top['group_a']} ({_label(top.get('label_a') or top.get('concept_a'))}) ~ {b} group {top['group_b']} "
-                       f"({_label(top.get('label_b') or top.get('concept_b'))}), Jaccard {top['jaccard']:.2f}")
+    # 1. overlap of circuits per layer: pairs of classes sharing a concept by construction vs not
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    common = {(a, b): set(classes[a]["concepts"]) & set(classes[b]["concepts"]) for a, b in pairs}
+    by_layer: dict[str, dict[bool, list[float]]] = {}
+    for a, b in pairs:
+        for row in run_query(store=store, name="shared_neurons_by_layer",
+                             params={"model": model_uid, "class_a": a, "class_b": b}):
+            by_layer.setdefault(row["layer"], {True: [], False: []})[bool(common[(a, b)])].append(row["jaccard"])
+    out.append("== Circuit overlap per layer, mean Jaccard of neuron sets (query shared_neurons_by_layer) ==")
+    for layer, groups in by_layer.items():
+        mean = {k: sum(v) / len(v) if v else float("nan") for k, v in groups.items()}
+        out.append(f"{layer}: classes sharing a concept {mean[True]:.2f} vs classes sharing none {mean[False]:.2f}")
+
+    # 2. groups shared because the classes share a concept
+    out.append("== Neuron groups two classes share, labelled with a concept both classes have (query shared_groups) ==")
+    for (a, b), both in common.items():
+        if not both:
+            continue
+        rows = run_query(store=store, name="shared_groups",
+                         params={"model": model_uid, "class_a": a, "class_b": b, "limit": 1000})
+        hits = [r for r in rows if r.get("concept_a") in both and r.get("concept_b") in both]
+        shared_list = ", ".join(sorted(_label(c) for c in both))
+        if not hits:
+            out.append(f"{a} & {b} share {shared_list} by construction; no shared group pair is labelled with it")
+            continue
+        r = hits[0]
+        out.append(f"{a} & {b} share {shared_list}: {a} {r['layer']}/{r['group_a']} ({_label(r['concept_a'])}) "
+                   f"~ {b} {r['layer']}/{r['group_b']} ({_label(r['concept_b'])}), "
+                   f"{r['shared']} shared neurons, Jaccard {r['jaccard']:.2f}")
 
     # 2. the biased class: its spurious concepts and their paths to the logit
     out.append("== Spurious concepts (concept_paths_to_logit) ==")
@@ -173,7 +187,8 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
                        f"is '{_label(g.concept)}' but reaches the logit by no path")
 
     # 3. the strongest path to each logit from the leaf layer
-    out.append("== Strongest path to each logit (concept_paths_to_logit) ==")
+    out.append("== Strongest path from the leaf layer to each logit (concept_paths_to_logit; strength = product of"
+               " group weights W, each a sum of member edge weights, so it can exceed 1) ==")
     for name, circuit in circuits.items():
         leaf = circuit.model.layers[-1]
         rows = run_query(store=store, name="concept_paths_to_logit",

@@ -1,0 +1,42 @@
+"""`neurflow-graph demo` end to end, judged by the concept world's ground truth."""
+
+from click.testing import CliRunner
+
+from neurflow_graph.cli import cli
+from neurflow_graph.circuit import load_circuit
+from neurflow_graph.datasets.concept_world import CLASSES
+from neurflow_graph.demo import run_demo
+from neurflow_graph.queries.library import run_query
+from neurflow_graph.store.url import open_store
+from tests.conftest import redis_pids_for
+
+FAST = {"k": 20, "tau": 8, "ig_steps": 8}
+
+
+def test_demo_finds_the_spurious_concepts_of_the_biased_class(tmp_path):
+    lines: list[str] = []
+    result = run_demo(data_dir=tmp_path, per_class=6, classes=["bee", "lemon"], params=FAST, echo=lines.append)
+
+    bee = load_circuit(result.run_dirs["bee"])
+    spurious = {c for c, _ in next(c for c in CLASSES if c.name == "bee").spurious}
+    # ground truth: some neuron group of the bee circuit is made of flower or grass patches
+    assert {g.concept for g in bee.neuron_groups} & spurious
+    assert any("bee: group" in line and "spurious" in line for line in lines)
+    # every scored group carries a purity in [0, 1]
+    assert all(0.0 <= g.purity <= 1.0 for g in bee.neuron_groups)
+
+    with open_store(f"embedded:{tmp_path}") as store:
+        runs = store.read("MATCH (r:Run {status: 'complete', latest: true}) RETURN r.uid AS uid, r.class_name AS c")
+        assert {r["c"]: r["uid"] for r in runs} == result.run_uids
+        # the logit path the demo printed is the strongest one the library finds
+        top = run_query(store=store, name="concept_paths_to_logit",
+                        params={"model": bee.model.name, "class": "bee", "layer": bee.model.layers[-1], "limit": 1})
+        assert any(" -> ".join(top[0]["path"]) in line for line in lines)
+    assert redis_pids_for(tmp_path) == []
+
+
+def test_demo_command_rejects_bad_input_in_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--data-dir", str(tmp_path), "--per-class", "1"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["Error: --per-class must be at least 2, got 1"]
+    assert "Traceback" not in result.output
