@@ -55,7 +55,9 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
             crop_fractions: str | None, device: str | None, resume: bool, no_progress: bool,
             **param_values: Any) -> None:
     """Extract NeurFlow circuits of --class C (one or more) from the images --images DIR into --out RUN_DIR."""
-    from neurflow_graph.datasets.images import list_images, predict_classes, resolve_class, select_class_images
+    from neurflow_graph.datasets.images import (
+        NOT_AN_IMAGE, list_images, predict_classes, resolve_class, select_class_images,
+    )
     from neurflow_graph.errors import InputError
     from neurflow_graph.models.registry import load_model, resolve_device
 
@@ -71,8 +73,13 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
     resolve_device(device)
 
     records, skipped = list_images(images_dir)
+    not_images = [path for path, reason in skipped if reason == NOT_AN_IMAGE]
     for path, reason in skipped:
-        click.echo(f"skipped {path}: {reason}", err=True)
+        if reason != NOT_AN_IMAGE:
+            click.echo(f"skipped {path}: {reason}", err=True)
+    if not_images:
+        names = ", ".join(p.name for p in not_images[:3]) + (", ..." if len(not_images) > 3 else "")
+        click.echo(f"ignored {len(not_images)} file(s) that are not images ({names})", err=True)
 
     loaded = load_model(name=model, weights=weights, layers=layer_list, input_size=input_size, mean=mean_t,
                         std=std_t, device=device)

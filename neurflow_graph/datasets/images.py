@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from neurflow_graph.models.registry import LoadedModel
 
-# Extensions PIL reads that people keep images in; other files are reported as "not an image".
+# Extensions PIL reads that people keep images in; other files are reported as NOT_AN_IMAGE.
+NOT_AN_IMAGE = "not an image"
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"})
 
@@ -187,7 +188,7 @@ def _decode_problem(data: bytes, path: Path) -> str | None:
     except UnidentifiedImageError:
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             return "corrupt image (format not recognised)"
-        return "not an image"
+        return NOT_AN_IMAGE
     except Exception as e:  # PIL raises many types on damaged data (OSError, SyntaxError, ValueError, ...)
         return f"corrupt image ({' '.join(str(e).split()) or type(e).__name__})"
     return None
