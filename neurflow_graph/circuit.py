@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from neurflow_graph.errors import RunFormatError
+from neurflow_graph.fileio import atomic_write
 
 SCHEMA_VERSION = 1
 CIRCUIT_FILE = "circuit.json"
@@ -224,17 +224,7 @@ class Circuit:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         target = run_dir / CIRCUIT_FILE
-        fd, tmp = tempfile.mkstemp(prefix=".circuit-", suffix=".json.tmp", dir=run_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, lambda f: json.dump(self.to_dict(), f, indent=1), mode="w")
         return target
 
 

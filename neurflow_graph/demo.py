@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,10 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     result.timing["total"] = time.perf_counter() - t_all
     for line in result.findings:
         echo(line)
-    echo(f"mean neuron-group purity against the ground truth: "
+    echo("mean neuron-group purity against the ground truth: "
          + ", ".join(f"{k} {v:.2f}" for k, v in result.purity.items()))
     echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timing.items())
-         + f" (target: under 600 s on 2 cores)")
+         + " (target: under 600 s on 2 cores)")
     return result
 
 

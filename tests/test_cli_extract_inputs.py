@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import textwrap
 import types
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from neurflow_graph.cli import cli
+from neurflow_graph.extraction.params import ExtractParams
 
 # Logits = mean R, G, B: a solid image is classified as its dominant colour.
 COLOUR_MODULE = textwrap.dedent('''
@@ -177,22 +177,6 @@ def test_malformed_options(images, tmp_path, colour_module, args, fragment):
 # ---------------------------------------------------------------------------- reaching the engine
 
 
-@dataclasses.dataclass
-class _FakeParams:  # the fields of ExtractParams in docs/architecture.md
-    k: int = 50
-    tau: int = 16
-    tau_per_layer: dict = dataclasses.field(default_factory=dict)
-    crop_fractions: tuple = (1.0, 0.5, 0.25)
-    stride_fraction: float = 0.5
-    ig_steps: int = 50
-    ig_method: str = "gausslegendre"
-    rank_by: str = "abs_mean"
-    max_semantic_groups: int = 5
-    max_neuron_groups: int = 8
-    max_batch: int = 256
-    seed: int = 0
-
-
 @pytest.fixture
 def fake_engine(monkeypatch):
     calls: list[dict] = []
@@ -202,8 +186,9 @@ def fake_engine(monkeypatch):
                           run_dir=run_dir, resume=resume, progress=progress))
         return types.SimpleNamespace(neurons=[object()] * (class_index + 2), neuron_groups=[object()])
 
+    # the real parameters, a stand-in engine: these tests cover the command, not the extraction
     fake = types.ModuleType("neurflow_graph.extraction")
-    fake.ExtractParams = _FakeParams
+    fake.ExtractParams = ExtractParams
     fake.extract_circuit = extract_circuit
     monkeypatch.setitem(sys.modules, "neurflow_graph.extraction", fake)
     return calls
@@ -219,7 +204,7 @@ def test_one_class_runs_in_out_dir_with_options(images, tmp_path, colour_module,
     (call,) = fake_engine
     assert call["run_dir"] == out and call["class_index"] == 0 and call["resume"] and not call["progress"]
     assert sorted(x.path.name for x in call["images"]) == ["0.png", "2.png"]
-    assert call["params"] == _FakeParams(k=7, tau=3, tau_per_layer={"features.1": 2}, crop_fractions=(1.0, 0.5),
+    assert call["params"] == ExtractParams(k=7, tau=3, tau_per_layer={"features.1": 2}, crop_fractions=(1.0, 0.5),
                                          ig_method="riemann_right", rank_by="abs_sum", seed=4)
     assert call["model"].spec.layers == ["fc", "features.1"]
     summary = r.stdout.strip().splitlines()
@@ -233,13 +218,7 @@ def test_several_classes_get_one_run_dir_each(images, tmp_path, colour_module, f
     assert r.exit_code == 0, r.output
     assert [(c["class_index"], c["run_dir"]) for c in fake_engine] == [(2, out / "blue"), (0, out / "red")]
     assert [len(c["images"]) for c in fake_engine] == [1, 2]
-    assert fake_engine[0]["params"] == _FakeParams() and fake_engine[0]["progress"]
+    assert fake_engine[0]["params"] == ExtractParams() and fake_engine[0]["progress"]
     assert len(r.stdout.strip().splitlines()) == 2
 
 
-def test_cli_fields_exist_on_the_real_extract_params():
-    extraction = pytest.importorskip("neurflow_graph.extraction")
-    if not hasattr(extraction, "ExtractParams"):
-        pytest.skip("extraction engine not written yet")
-    real = {f.name for f in dataclasses.fields(extraction.ExtractParams)}
-    assert {f.name for f in dataclasses.fields(_FakeParams)} <= real

@@ -21,8 +21,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from neurflow_graph.fileio import atomic_write
 from neurflow_graph.errors import InputError
 
 # Bump when a change to this module changes the images drawn for a given seed.
@@ -476,17 +475,6 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _prepare_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is an existing file; give a new or empty directory")
@@ -541,9 +529,9 @@ def export_world(*, out_dir: str | Path, seed: int = 0, n_per_class: int = 50, s
             packed[f"m{i}"] = np.packbits(np.stack([item.masks[c] for c in concepts]), axis=-1)
         buf = io.BytesIO()
         np.savez_compressed(buf, **packed)
-        _atomic_write(out / MASKS_FILE, buf.getvalue())
+        atomic_write(out / MASKS_FILE, lambda f: f.write(buf.getvalue()))
         doc = {**world_definition(), **world.config(), "class_names": list(CLASS_NAMES), "images": entries}
-        _atomic_write(out / WORLD_FILE, json.dumps(doc, indent=1).encode())
+        atomic_write(out / WORLD_FILE, lambda f: f.write(json.dumps(doc, indent=1).encode()))
     except OSError as e:
         raise InputError(f"cannot write the concept world to {out}: {e.strerror or e}") from e
     return out

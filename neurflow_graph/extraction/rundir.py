@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from neurflow_graph.fileio import atomic_write
 from neurflow_graph.errors import ExtractionError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -37,19 +36,6 @@ def fingerprint(*, model_name: str, layers: Sequence[str], weights: str, size: t
                "std": list(std) if std is not None else None, "class": int(class_index),
                "images": list(image_hashes), "params": params}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Checkpoints:
@@ -81,7 +67,7 @@ class Checkpoints:
                                       "directory, or start over without resume")
         else:
             self._clear()
-        _atomic_write(manifest, lambda f: json.dump({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint}, f), "w")
+        atomic_write(manifest, lambda f: json.dump({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint}, f), mode="w")
 
     def _clear(self) -> None:
         assert self.dir is not None
@@ -104,7 +90,7 @@ class Checkpoints:
         if self.dir is None:
             return
         arrays = {f"phi_{i}": phi[name] for i, name in enumerate(layers)}
-        _atomic_write(self.dir / "scan.npz", lambda f: np.savez(f, layers=np.asarray(list(layers)), **arrays), "wb")
+        atomic_write(self.dir / "scan.npz", lambda f: np.savez(f, layers=np.asarray(list(layers)), **arrays))
 
     # ---------------------------------------------------------------- layers
 
@@ -124,4 +110,4 @@ class Checkpoints:
     def save_layer(self, index: int, payload: dict[str, Any]) -> None:
         if self.dir is None:
             return
-        _atomic_write(self.dir / f"layer-{index:02d}.json", lambda f: json.dump(payload, f), "w")
+        atomic_write(self.dir / f"layer-{index:02d}.json", lambda f: json.dump(payload, f), mode="w")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from torch import nn
 from neurflow_graph.datasets import concept_world
 from neurflow_graph.datasets.concept_world import CLASS_NAMES as WORLD_CLASS_NAMES
 from neurflow_graph.datasets.concept_world import ConceptWorld, world_definition
+from neurflow_graph.fileio import atomic_write
 from neurflow_graph.errors import InputError, WeightsError
 
 DEMO_INPUT_SIZE = 64
@@ -237,19 +237,6 @@ def demo_model_path(*, cache_dir: str | Path | None = None, config: TrainConfig 
     return root / f"demo-model-{demo_cache_key(config=config)}.pt"
 
 
-def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_state_dict(*, model: nn.Module, path: str | Path) -> Path:
     """Write ``model.state_dict()`` to ``path`` atomically (temp file + rename)."""
     path = Path(path)
@@ -257,7 +244,7 @@ def save_state_dict(*, model: nn.Module, path: str | Path) -> Path:
         raise InputError(f"{path} is a directory; give a file path such as {path / 'demo.pt'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save(path, lambda f: torch.save(model.state_dict(), f))
+        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror or e}") from e
     return path
@@ -295,9 +282,9 @@ def get_demo_model(*, cache_dir: str | Path | None = None, train_if_missing: boo
     model, metrics = train_demo_model(**asdict(config), progress=progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save(path.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(metrics), indent=1).encode()))
+        atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(metrics), indent=1).encode()))
         # The weights go last: their presence marks a complete cache entry.
-        _atomic_save(path, lambda f: torch.save(model.state_dict(), f))
+        atomic_write(path, lambda f: torch.save(model.state_dict(), f))
     except OSError as e:
         raise InputError(f"cannot write the demo-model cache in {path.parent}: {e.strerror or e}; "
                          f"set {CACHE_ENV} to a writable directory") from e
