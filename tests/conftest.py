@@ -26,6 +26,7 @@ one of the two.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -132,7 +133,9 @@ def embedded_store(embedded_dir: Path) -> Iterator[Any]:
         s.close()
 
 
-def _open(backend: str, server_dir: Path) -> Any:
+@contextlib.contextmanager
+def _graph(backend: str, server_dir: Path) -> Iterator[Any]:
+    """An empty, set-up graph on ``backend``: a fresh FalkorDB graph, or the cleared Neo4j database."""
     if backend == "falkordb":
         from neurflow_graph.store.falkor import FalkorStore
 
@@ -142,45 +145,35 @@ def _open(backend: str, server_dir: Path) -> Any:
 
         s = open_store(NEO4J_URI or "", database=os.environ.get("NEO4J_DATABASE"))
         clear_graph(s)
-    s.setup()
-    return s
-
-
-def _drop(s: Any) -> None:
     try:
-        if s.backend == "falkordb":
-            s.delete_graph()
-        else:
-            clear_graph(s)
+        s.setup()
+        yield s
     finally:
-        s.close()
+        try:
+            if s.backend == "falkordb":
+                s.delete_graph()
+            else:
+                clear_graph(s)
+        finally:
+            s.close()
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, _session_server: Path) -> Iterator[Any]:
     """An empty, set-up graph on each backend (see the module doc)."""
-    s = _open(request.param, _session_server)
-    try:
+    with _graph(request.param, _session_server) as s:
         yield s
-    finally:
-        _drop(s)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def module_store(request: pytest.FixtureRequest, _session_server: Path) -> Iterator[Any]:
     """Like ``store`` but shared by one module's tests."""
-    s = _open(request.param, _session_server)
-    try:
+    with _graph(request.param, _session_server) as s:
         yield s
-    finally:
-        _drop(s)
 
 
 @pytest.fixture
 def falkor_graph(_session_server: Path) -> Iterator[Any]:
     """An empty, set-up graph on the embedded backend only (e.g. to build a reference graph)."""
-    s = _open("falkordb", _session_server)
-    try:
+    with _graph("falkordb", _session_server) as s:
         yield s
-    finally:
-        _drop(s)
