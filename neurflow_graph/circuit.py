@@ -20,6 +20,7 @@ Conventions
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,6 +182,8 @@ class Circuit:
         layers = self.model.layers
         if not layers:
             raise RunFormatError("circuit.json: model.layers is empty")
+        self._check_names()
+        self._check_finite()
         layer_pos = {name: i for i, name in enumerate(layers)}
         patch_ids = {p.id for p in self.patches}
         image_ids = {i.id for i in self.images}
@@ -217,6 +220,27 @@ class Circuit:
         for e in self.group_edges:
             if (e.parent_layer, e.parent_group) not in ng_keys or (e.child_layer, e.child_group) not in ng_keys:
                 raise RunFormatError(f"circuit.json: group edge {e} names an unknown neuron group")
+
+    def _check_names(self) -> None:
+        named = [("model.name", self.model.name), ("class.name", self.class_.name)]
+        named += [("layer name", name) for name in self.model.layers]
+        named += [(f"images[{i.id}].sha256", i.sha256) for i in self.images]
+        for what, text in named:
+            if not isinstance(text, str) or not text:
+                raise RunFormatError(f"circuit.json: {what} must be a non-empty string, got {text!r}")
+
+    def _check_finite(self) -> None:
+        """NaN/infinite numbers are not JSON and no store can hold them consistently."""
+        bad = next((f"edge {e.child_layer}/{e.child_index} -> {e.parent_layer}/{e.parent_index}/{e.parent_group}"
+                    for e in self.edges if not (math.isfinite(e.weight) and math.isfinite(e.score))), None)
+        bad = bad or next((f"group edge {e.child_layer}/{e.child_group} -> {e.parent_layer}/{e.parent_group}"
+                           for e in self.group_edges if not math.isfinite(e.weight)), None)
+        bad = bad or next((f"semantic group {n.layer}/{n.index}/{g.id}" for n in self.neurons
+                           for g in n.semantic_groups if not math.isfinite(g.mean_activation)), None)
+        bad = bad or next((f"neuron group {g.layer}/{g.id}" for g in self.neuron_groups
+                           if g.purity is not None and not math.isfinite(g.purity)), None)
+        if bad:
+            raise RunFormatError(f"circuit.json: {bad} has a NaN or infinite number; re-run the extraction")
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
         """Write ``run_dir/circuit.json`` atomically (temp file + rename); return its path."""

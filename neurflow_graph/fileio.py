@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def temp_pattern(name: str) -> str:
+    """Glob pattern of the temp files :func:`atomic_write` leaves beside ``name`` if killed mid-write."""
+    return f".{name}.*.tmp"
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, mode: str = "wb") -> Path:
     """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
 

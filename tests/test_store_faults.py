@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner
 
 from conftest import graph_dump, redis_pids_for
+from neurflow_graph.circuit import load_circuit
 from neurflow_graph.cli import cli
 from neurflow_graph.errors import StoreConnectionError
 from neurflow_graph.store.base import GraphStore
@@ -55,7 +57,13 @@ def _invalid(d: Path) -> None:
 
 
 def _partial(d: Path) -> None:
-    (d / "circuit.json").rename(d / ".circuit-x.json.tmp")  # extraction died before the atomic rename
+    # extraction died inside Circuit.save, before the atomic rename: the temp file it really leaves
+    circuit = load_circuit(d)
+    with pytest.raises(KeyboardInterrupt), mock.patch("neurflow_graph.fileio.os.replace", side_effect=KeyboardInterrupt):
+        with mock.patch("neurflow_graph.fileio.Path.unlink"):  # as if killed: no cleanup either
+            circuit.save(d)
+    (d / "circuit.json").unlink()
+    assert list(d.glob(".circuit.json.*.tmp"))
 
 
 def _checkpoints_only(d: Path) -> None:
@@ -154,3 +162,16 @@ def test_two_concurrent_ingests_both_complete(tmp_path, embedded_dir, falkor_gra
     with FalkorStore(embedded_dir) as s:
         assert sorted(r.status for r in list_runs(store=s)) == ["complete", "complete"]
         assert graph_dump(s) == expected
+
+
+def test_a_run_with_nan_stops_the_whole_ingest_before_anything_is_written(tmp_path, embedded_dir):
+    for i, name in enumerate(["good", "bad"]):
+        synthetic_circuit(class_index=i, class_name=name).save(tmp_path / name)
+    data = json.loads((tmp_path / "bad" / "circuit.json").read_text())
+    data["edges"][0]["weight"] = float("nan")  # json writes it as NaN, which load accepts
+    (tmp_path / "bad" / "circuit.json").write_text(json.dumps(data))
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "good"), str(tmp_path / "bad"),
+                                 "--store", f"embedded:{embedded_dir}"])
+    assert r.exit_code == 2 and "NaN or infinite" in r.output
+    with FalkorStore(embedded_dir) as store:
+        assert list_runs(store=store) == []

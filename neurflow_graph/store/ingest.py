@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,10 +30,11 @@ from typing import Any
 
 from neurflow_graph.circuit import CIRCUIT_FILE, Circuit, load_circuit
 from neurflow_graph.errors import InputError, RunFormatError, StoreError
+from neurflow_graph.extraction.rundir import CHECKPOINT_DIR
+from neurflow_graph.fileio import temp_pattern
 from neurflow_graph.store.schema import identifier
 
 INGEST_BATCH_SIZE = 10_000
-_CHECKPOINTS = "checkpoints"  # extraction's per-run checkpoint folder (extraction/rundir.py)
 
 # label -> properties written besides uid (the order is the SET order)
 NODE_PROPS: dict[str, tuple[str, ...]] = {
@@ -169,24 +169,9 @@ def _dedupe(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
     return list(seen.values())
 
 
-def _check_finite(circuit: Circuit) -> None:
-    """RunFormatError for NaN/infinite numbers (FalkorDB cannot store them; Neo4j would, inconsistently)."""
-    bad = next((f"edge {e.child_layer}/{e.child_index} -> {e.parent_layer}/{e.parent_index}/{e.parent_group}"
-                for e in circuit.edges if not (math.isfinite(e.weight) and math.isfinite(e.score))), None)
-    bad = bad or next((f"group edge {e.child_layer}/{e.child_group} -> {e.parent_layer}/{e.parent_group}"
-                       for e in circuit.group_edges if not math.isfinite(e.weight)), None)
-    bad = bad or next((f"semantic group {n.layer}/{n.index}/{g.id}" for n in circuit.neurons
-                       for g in n.semantic_groups if not math.isfinite(g.mean_activation)), None)
-    bad = bad or next((f"neuron group {g.layer}/{g.id}" for g in circuit.neuron_groups
-                       if g.purity is not None and not math.isfinite(g.purity)), None)
-    if bad:
-        raise RunFormatError(f"circuit.json: {bad} has a NaN or infinite number; re-run the extraction")
-
-
 def circuit_rows(circuit: Circuit) -> CircuitRows:
     """Build all rows of ``circuit`` (validated first) in plain Python; no store involved."""
     circuit.validate()
-    _check_finite(circuit)
     uid = run_uid(circuit)
     muid = model_uid(circuit)
     layers = list(circuit.model.layers)
@@ -392,8 +377,8 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
             found.append(p)
             continue
         runs = sorted({c.parent for c in p.rglob(CIRCUIT_FILE) if c.is_file()})
-        started = [m.parent.parent for m in p.rglob(f"{_CHECKPOINTS}/manifest.json")]
-        started += [t.parent for t in p.rglob(".circuit-*.tmp")]
+        started = [m.parent.parent for m in p.rglob(f"{CHECKPOINT_DIR}/manifest.json")]
+        started += [t.parent for t in p.rglob(temp_pattern(CIRCUIT_FILE))]
         unfinished = sorted({d for d in started if not (d / CIRCUIT_FILE).is_file()}, key=str)
         if unfinished:
             raise RunFormatError(f"{unfinished[0]} is an unfinished run (no {CIRCUIT_FILE}: its extraction was "
@@ -436,11 +421,3 @@ def ingest_runs(*, store: Any, runs: Sequence[tuple[Path, Circuit]], force: bool
         raise
     store.checkpoint()
     return results
-
-
-def ingest_paths(*, store: Any, paths: Sequence[str | Path], force: bool = False,
-                 batch_size: int = INGEST_BATCH_SIZE,
-                 on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
-    """Load every run under ``paths`` first (any malformed one aborts before anything is written),
-    then :func:`ingest_runs` them."""
-    return ingest_runs(store=store, runs=load_runs(paths), force=force, batch_size=batch_size, on_result=on_result)
