@@ -74,11 +74,9 @@ def run_adhoc(*, store: GraphStore, text: str, params: Mapping[str, Any], write:
             raise QueryError(f"the query writes ({', '.join(found)}) but runs read-only; pass --write to allow it")
     try:
         return store.write(text, dict(params)) if write else store.read(text, dict(params))
-    except NeurflowError as e:
-        if not write and any(h in str(e).lower() for h in _READ_ONLY_HINTS):
-            raise QueryError(f"the query tried to write but runs read-only; pass --write to allow it ({one_line(str(e), 160)})") from e
-        raise
     except Exception as e:
         if not write and any(h in str(e).lower() for h in _READ_ONLY_HINTS):
             raise QueryError(f"the query tried to write but runs read-only; pass --write to allow it ({one_line(str(e), 160)})") from e
+        if isinstance(e, NeurflowError):
+            raise
         raise QueryError(f"the store rejected the query: {one_line(str(e))}") from e

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from neurflow_graph.fileio import atomic_write
 from neurflow_graph.errors import InputError, QueryError
 from neurflow_graph.queries.library import run_read
 
@@ -91,21 +92,24 @@ def run_graph(*, store: GraphStore, run_uid: str) -> nx.DiGraph:
     return g
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+
+
 def write_graph(*, graph: nx.DiGraph, path: str | os.PathLike[str], fmt: str) -> Path:
     """Write ``graph`` as GraphML or node-link JSON to ``path``; return the path."""
     import networkx as nx
 
-    if fmt not in EXPORT_FORMATS:
-        raise InputError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    _check_format(fmt)
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InputError(f"the folder {path.parent} does not exist; create it first")
     try:
         if fmt == "graphml":
-            nx.write_graphml(graph, path)
+            atomic_write(path, lambda f: nx.write_graphml(graph, f))
         else:
-            with open(path, "w") as f:
-                json.dump(nx.node_link_data(graph, edges="edges"), f, indent=1)
+            atomic_write(path, lambda f: json.dump(nx.node_link_data(graph, edges="edges"), f, indent=1), mode="w")
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror}") from e
     return path
@@ -113,8 +117,7 @@ def write_graph(*, graph: nx.DiGraph, path: str | os.PathLike[str], fmt: str) ->
 
 def export_run(*, store: GraphStore, run_uid: str, path: str | os.PathLike[str], fmt: str) -> nx.DiGraph:
     """Read run ``run_uid`` from ``store`` and write it to ``path`` in ``fmt``; return the graph."""
-    if fmt not in EXPORT_FORMATS:
-        raise InputError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    _check_format(fmt)  # before reading the store
     graph = run_graph(store=store, run_uid=run_uid)
     write_graph(graph=graph, path=path, fmt=fmt)
     return graph

@@ -15,7 +15,7 @@ FORMATS = ("table", "json", "csv")
 
 
 def to_jsonable(value: Any) -> Any:
-    """Plain JSON data for a cell: graph nodes/relationships become their property maps."""
+    """Plain JSON data for a cell (stores already return nodes, relationships and paths as plain maps)."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -24,21 +24,6 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
-    labels = getattr(value, "labels", None)
-    props = getattr(value, "properties", None)
-    if props is None and hasattr(value, "items") and hasattr(value, "element_id"):
-        props = dict(value.items())  # neo4j.graph.Node / Relationship
-    if isinstance(props, Mapping):
-        out: dict[str, Any] = {k: to_jsonable(v) for k, v in props.items()}
-        if labels:
-            out["_labels"] = sorted(str(x) for x in labels)
-        rel_type = getattr(value, "relation", None) or getattr(value, "type", None)
-        if isinstance(rel_type, str):
-            out["_type"] = rel_type
-        return out
-    if hasattr(value, "nodes") and hasattr(value, "relationships"):  # a path (neo4j)
-        return {"nodes": [to_jsonable(n) for n in value.nodes],
-                "relationships": [to_jsonable(r) for r in value.relationships]}
     if hasattr(value, "iso_format"):  # neo4j temporal types
         return value.iso_format()
     return str(value)
