@@ -18,10 +18,6 @@ from neurflow_graph.errors import InputError
 
 Echo = Callable[[str], None]
 
-# The demo runs the paper's defaults (k=50, tau=16, N=50 steps); override with `params`.
-DEMO_PARAMS: dict[str, Any] = {}
-
-
 @dataclass
 class DemoResult:
     """What the demo produced: run directories, store run uids, findings and timings (seconds)."""
@@ -33,18 +29,22 @@ class DemoResult:
     purity: dict[str, float] = field(default_factory=dict)
 
 
-def _world_dir(*, data_dir: Path, seed: int, per_class: int, echo: Echo) -> Path:
-    from neurflow_graph.datasets.concept_world import WORLD_FILE, export_world
+def _world(*, data_dir: Path, seed: int, per_class: int, echo: Echo) -> Any:
+    """The held-out world under ``data_dir/world`` (exported unless an identical one is there), as ground truth."""
+    from neurflow_graph.datasets.concept_world import (
+        WORLD_FILE, ConceptWorld, WorldGroundTruth, export_world, load_world_ground_truth,
+    )
 
     world_dir = data_dir / "world"
+    wanted = ConceptWorld(seed=seed, n_per_class=per_class, split="test").config()
     try:
         doc = json.loads((world_dir / WORLD_FILE).read_text())
-        if doc.get("seed") == seed and doc.get("split") == "test" and len(doc.get("images", [])) == per_class * len(doc["class_names"]):
-            return world_dir
-    except (OSError, ValueError, KeyError):
+        if all(doc.get(k) == v for k, v in wanted.items()):
+            return WorldGroundTruth(world_dir, doc)
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     echo(f"exporting the held-out concept world ({per_class} images per class) to {world_dir}")
-    return export_world(out_dir=world_dir, seed=seed, n_per_class=per_class, split="test")
+    return load_world_ground_truth(export_world(out_dir=world_dir, seed=seed, n_per_class=per_class, split="test"))
 
 
 def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = None,
@@ -52,11 +52,10 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
              params: dict[str, Any] | None = None, seed: int = 1, echo: Echo = print) -> DemoResult:
     """Run the demo; ``store_url`` defaults to ``embedded:<data_dir>``. Returns a :class:`DemoResult`."""
     from neurflow_graph.analysis.ground_truth import annotate_groups
-    from neurflow_graph.datasets.concept_world import load_world_ground_truth
-    from neurflow_graph.datasets.images import list_images, predict_classes, resolve_class, select_class_images
+    from neurflow_graph.datasets.images import ImageRecord, predict_classes, resolve_class, select_class_images
     from neurflow_graph.extraction import ExtractParams, extract_circuit
     from neurflow_graph.models.registry import load_model
-    from neurflow_graph.store.ingest import ingest_circuit
+    from neurflow_graph.store.ingest import ingest_circuit, model_uid
     from neurflow_graph.store.url import open_store
 
     if per_class < 2:
@@ -67,19 +66,19 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     t_all = time.perf_counter()
 
     t = time.perf_counter()
-    world_dir = _world_dir(data_dir=data_dir, seed=seed, per_class=per_class, echo=echo)
-    truth = load_world_ground_truth(world_dir)
+    truth = _world(data_dir=data_dir, seed=seed, per_class=per_class, echo=echo)
     echo("loading the demo model (trained on the concept world's train split on first use, then cached)")
     model = load_model(name="demo", device=device)
-    records, _ = list_images(world_dir)
+    # world.json already holds every image's sha256: no need to re-read and re-hash them (list_images)
+    shown = sorted(truth.images, key=lambda i: i.path)
+    records = [ImageRecord(path=(truth.root / i.path).resolve(), sha256=i.sha256, label=i.class_name) for i in shown]
     predictions = predict_classes(model=model, images=records)
-    truth_labels = [truth.image(r.sha256).label for r in records]
-    accuracy = sum(p == y for p, y in zip(predictions, truth_labels)) / len(records)
+    accuracy = sum(p == i.label for p, i in zip(predictions, shown)) / len(records)
     echo(f"demo model: held-out accuracy {accuracy:.1%} on {len(records)} concept-world images")
     result.timing["world_and_model"] = time.perf_counter() - t
 
     class_indices = [resolve_class(model=model, text=c) for c in classes] if classes else list(range(len(truth.class_names)))
-    extract_params = ExtractParams(**{**DEMO_PARAMS, **(params or {}), "seed": 0})
+    extract_params = ExtractParams(**{**(params or {}), "seed": 0})  # the paper's defaults unless overridden
     circuits = {}
     t = time.perf_counter()
     for c in class_indices:
@@ -102,8 +101,8 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
         result.timing["ingest"] = time.perf_counter() - t
         echo(f"ingested {len(circuits)} circuits into {store.display_url}")
         t = time.perf_counter()
-        result.findings = _findings(store=store, model_uid=_model_uid(store, result.run_uids), circuits=circuits,
-                                    truth=truth)
+        result.findings = _findings(store=store, model_uid=model_uid(next(iter(circuits.values()))),
+                                    circuits=circuits, truth=truth)
         result.timing["queries"] = time.perf_counter() - t
     for name, circuit in circuits.items():
         groups = [g for g in circuit.neuron_groups if g.layer != circuit.model.layers[0]]
@@ -116,11 +115,6 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timing.items())
          + " (target: under 600 s on 2 cores)")
     return result
-
-
-def _model_uid(store: Any, run_uids: dict[str, str]) -> str:
-    rows = store.read("MATCH (r:Run {uid: $uid}) RETURN r.model AS model", {"uid": next(iter(run_uids.values()))})
-    return rows[0]["model"]
 
 
 def _label(concept: Any) -> str:
@@ -168,7 +162,7 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
     # 2. the biased class: its spurious concepts and their paths to the logit
     out.append("== Spurious concepts (concept_paths_to_logit) ==")
     for name, spec in classes.items():
-        spurious = [s[0] if isinstance(s, (list, tuple)) else s for s in spec.get("spurious", [])]
+        spurious = list(spec.get("spurious", {}))  # world.json: concept -> rate
         if not spurious or name not in circuits:
             continue
         circuit = circuits[name]
@@ -179,12 +173,12 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
         for g in sorted(hits, key=lambda g: circuit.model.layers.index(g.layer))[:3]:
             rows = run_query(store=store, name="concept_paths_to_logit",
                              params={"model": model_uid, "class": name, "layer": g.layer, "group": g.id, "limit": 1})
-            path = rows[0] if rows else None
-            route = " -> ".join(map(str, path["path"])) if path else "no path"
-            out.append(f"{name}: group {g.layer}/{g.id} is '{_label(g.concept)}' (purity {g.purity:.2f}), a spurious "
-                       f"concept; strongest path to the logit: {route} "
-                       f"(strength {path['strength']:+.3f})" if path else f"{name}: group {g.layer}/{g.id} "
-                       f"is '{_label(g.concept)}' but reaches the logit by no path")
+            head = f"{name}: group {g.layer}/{g.id} is '{_label(g.concept)}' (purity {g.purity:.2f}), a spurious concept"
+            if rows:
+                out.append(f"{head}; strongest path to the logit: {' -> '.join(rows[0]['path'])} "
+                           f"(strength {rows[0]['strength']:+.3f})")
+            else:
+                out.append(f"{head}, but it reaches the logit by no path")
 
     # 3. the strongest path to each logit from the leaf layer
     out.append("== Strongest path from the leaf layer to each logit (concept_paths_to_logit; strength = product of"

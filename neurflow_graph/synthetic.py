@@ -126,13 +126,3 @@ def synthetic_circuit(
     )
     circuit.validate()
     return circuit
-
-
-def synthetic_suite(*, n_classes: int, model_names: tuple[str, ...] = ("synthnet",), seed: int = 0,
-                    **kwargs) -> list[Circuit]:
-    """One circuit per (model, class) for ``n_classes`` classes named ``class_000``..."""
-    widths = kwargs.pop("widths", DEFAULT_WIDTHS)
-    widths = (max(widths[0], n_classes), *widths[1:])
-    return [synthetic_circuit(class_index=c, class_name=f"class_{c:03d}", model_name=m, seed=seed,
-                              widths=widths, **kwargs)
-            for m in model_names for c in range(n_classes)]

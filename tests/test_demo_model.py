@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def one_thread():
 def test_reduced_training_beats_chance_by_far(one_thread):
     # 40 train images per class, 6 epochs (a few seconds). Chance is 1/8; the full run
     # (200 per class) reaches ~100%. Floor 0.75 on 25 held-out images per class.
-    model, metrics = train_demo_model(seed=0, n_train_per_class=40, n_test_per_class=25, epochs=6)
+    model, metrics = train_demo_model(config=TrainConfig(seed=0, n_train_per_class=40, n_test_per_class=25, epochs=6))
     assert metrics.n_train == 40 * len(CLASSES) and metrics.n_test == 25 * len(CLASSES)
     assert metrics.test_accuracy >= 0.75
     # The reported accuracy is the model's own: recompute it on the same test split.
@@ -80,9 +81,9 @@ def test_reduced_training_beats_chance_by_far(one_thread):
 
 
 def test_training_is_deterministic_for_a_seed(one_thread):
-    a, _ = train_demo_model(seed=4, n_train_per_class=3, n_test_per_class=1, epochs=1, batch_size=8)
-    b, _ = train_demo_model(seed=4, n_train_per_class=3, n_test_per_class=1, epochs=1, batch_size=8)
-    c, _ = train_demo_model(seed=5, n_train_per_class=3, n_test_per_class=1, epochs=1, batch_size=8)
+    a, _ = train_demo_model(config=TrainConfig(seed=4, n_train_per_class=3, n_test_per_class=1, epochs=1, batch_size=8))
+    b, _ = train_demo_model(config=TrainConfig(seed=4, n_train_per_class=3, n_test_per_class=1, epochs=1, batch_size=8))
+    c, _ = train_demo_model(config=TrainConfig(seed=5, n_train_per_class=3, n_test_per_class=1, epochs=1, batch_size=8))
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["conv1.0.weight"], sc["conv1.0.weight"])
@@ -90,7 +91,7 @@ def test_training_is_deterministic_for_a_seed(one_thread):
 
 def test_training_rejects_bad_config():
     with pytest.raises(InputError):
-        train_demo_model(epochs=0)
+        train_demo_model(config=TrainConfig(epochs=0))
 
 
 # --- cache -------------------------------------------------------------------------------------
@@ -102,12 +103,12 @@ class FakeTrainer:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, *, seed, progress=None, **config):
+    def __call__(self, *, config, progress=None):
         self.calls += 1
-        torch.manual_seed(seed + 100 * self.calls)
+        torch.manual_seed(config.seed + 100 * self.calls)
         metrics = DemoMetrics(test_accuracy=0.97, train_accuracy=0.99, debiased_accuracy=0.95,
                               per_class_accuracy={}, n_train=1, n_test=800, epochs=1, seconds=1.5,
-                              data_seconds=0.1, threads=1, config={"seed": seed, **config})
+                              data_seconds=0.1, threads=1, config=dataclasses.asdict(config))
         return build_demo_cnn().eval(), metrics
 
 

@@ -38,10 +38,11 @@ def group_patches(circuit: Circuit, group: NeuronGroup) -> set[int]:
 
 def _present(circuit: Circuit, truth: WorldGroundTruth, patch_ids: Iterable[int],
              min_coverage: float) -> dict[int, set[str]]:
+    """patch id -> the concepts covering at least ``min_coverage`` of its box."""
     patches = {p.id: p for p in circuit.patches}
     images = {i.id: i for i in circuit.images}
     out = {}
-    for pid in patches if patch_ids is None else patch_ids:
+    for pid in patch_ids:
         p = patches[pid]
         fractions = truth.fractions(image=images[p.image].sha256, box=p.box)
         out[pid] = {c for c, f in fractions.items() if f >= min_coverage}

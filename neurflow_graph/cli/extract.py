@@ -69,7 +69,6 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
     if stride is not None and not 0.0 < stride <= 1.0:
         raise InputError(f"--stride-fraction must be in (0, 1], got {stride}")
     tau_pairs = [_parse_tau_layer(text) for text in tau_layers]
-    layer_list = [s.strip() for s in layers.split(",")] if layers is not None else None
     resolve_device(device)
 
     records, skipped = list_images(images_dir)
@@ -81,7 +80,7 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
         names = ", ".join(p.name for p in not_images[:3]) + (", ..." if len(not_images) > 3 else "")
         click.echo(f"ignored {len(not_images)} file(s) that are not images ({names})", err=True)
 
-    loaded = load_model(name=model, weights=weights, layers=layer_list, input_size=input_size, mean=mean_t,
+    loaded = load_model(name=model, weights=weights, layers=layers, input_size=input_size, mean=mean_t,
                         std=std_t, device=device)
     tau_per_layer = _check_tau_layers(tau_pairs, loaded.spec.layers)
     indices: list[int] = []

@@ -134,15 +134,13 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def train_demo_model(*, seed: int = 0, n_train_per_class: int = 200, n_test_per_class: int = 100,
-                     epochs: int = 6, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4,
+def train_demo_model(*, config: TrainConfig = TrainConfig(),
                      progress: Callable[[str], None] | None = None) -> tuple[nn.Module, DemoMetrics]:
     """Train :class:`DemoCNN` on the concept world's train split (on CPU); evaluate on its test split.
 
-    Deterministic for a given seed and thread count. Returns the model in eval mode and its metrics.
+    Deterministic for a given config and thread count. Returns the model in eval mode and its metrics.
     """
-    config = TrainConfig(seed=seed, n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class,
-                         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+    seed, epochs, batch_size, lr = config.seed, config.epochs, config.batch_size, config.lr
     for name in ("n_train_per_class", "n_test_per_class", "epochs", "batch_size"):
         if getattr(config, name) < 1:
             raise InputError(f"{name} must be >= 1, got {getattr(config, name)}")
@@ -151,11 +149,11 @@ def train_demo_model(*, seed: int = 0, n_train_per_class: int = 200, n_test_per_
     say = progress or (lambda _msg: None)
 
     start = time.perf_counter()
-    train_images, train_labels = ConceptWorld(seed=seed, n_per_class=n_train_per_class, split="train").arrays()
-    test_images, test_labels = ConceptWorld(seed=seed, n_per_class=n_test_per_class, split="test").arrays()
+    train_images, train_labels = ConceptWorld(seed=seed, n_per_class=config.n_train_per_class, split="train").arrays()
+    test_images, test_labels = ConceptWorld(seed=seed, n_per_class=config.n_test_per_class, split="test").arrays()
     x_train, y_train = _to_tensor(train_images), torch.from_numpy(train_labels)
     x_test, y_test = _to_tensor(test_images), torch.from_numpy(test_labels)
-    fair_images, fair_labels = ConceptWorld(seed=seed, n_per_class=n_test_per_class, split="test",
+    fair_images, fair_labels = ConceptWorld(seed=seed, n_per_class=config.n_test_per_class, split="test",
                                             spurious_rate=0.5).arrays()
     x_fair, y_fair = _to_tensor(fair_images), torch.from_numpy(fair_labels)
     data_seconds = time.perf_counter() - start
@@ -164,7 +162,7 @@ def train_demo_model(*, seed: int = 0, n_train_per_class: int = 200, n_test_per_
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_demo_cnn()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(x_train) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
@@ -279,7 +277,7 @@ def get_demo_model(*, cache_dir: str | Path | None = None, train_if_missing: boo
     if not train_if_missing:
         raise WeightsError(f"no usable cached demo model at {path}; "
                            "run `neurflow-graph demo-model --out demo.pt` to train it (about a minute)")
-    model, metrics = train_demo_model(**asdict(config), progress=progress)
+    model, metrics = train_demo_model(config=config, progress=progress)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(metrics), indent=1).encode()))

@@ -145,10 +145,10 @@ def get_spec(name: str) -> ModelSpec:
         return ModelSpec(name=name, layers=list(_TORCHVISION[name].layers), input_size=224,
                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if name == DEMO_NAME:
-        demo = _demo_module()
-        return ModelSpec(name=DEMO_NAME, layers=list(demo.DEMO_LAYERS), input_size=int(demo.INPUT_SIZE),
-                         mean=_opt_floats(getattr(demo, "MEAN", None)), std=_opt_floats(getattr(demo, "STD", None)),
-                         class_names=_opt_names(getattr(demo, "CLASS_NAMES", None)))
+        from neurflow_graph.models import demo
+
+        return ModelSpec(name=DEMO_NAME, layers=list(demo.DEMO_LAYERS), input_size=demo.DEMO_INPUT_SIZE,
+                         mean=demo.DEMO_MEAN, std=demo.DEMO_STD, class_names=list(demo.DEMO_CLASS_NAMES))
     raise ModelError(_unknown_model_message(name))
 
 
@@ -325,21 +325,14 @@ def _recognize_torchvision_file(name: str, file_sha: str) -> Any | None:
 # ---------------------------------------------------------------------------- demo
 
 
-def _demo_module() -> Any:
-    try:
-        return importlib.import_module("neurflow_graph.models.demo")
-    except ImportError as e:
-        raise ModelError(f"the demo model is not available ({e}); use a torchvision model or module:factory") from e
-
-
 def _load_demo(weights: str | None) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
-    demo = _demo_module()
+    from neurflow_graph.models import demo
+
     spec = get_spec(DEMO_NAME)
     if weights is None or weights.upper() == "DEFAULT":
-        # Trains (about a minute) and caches on a miss; the training progress goes to stderr.
-        got = demo.get_demo_model(progress=lambda msg: print(f"demo model: {msg}", file=sys.stderr))
-        module, path = got if isinstance(got, tuple) else (got, None)
-        source = f"demo weights ({path})" if path is not None else "demo weights (cached)"
+        # Trains (under a minute) and caches on a miss; the training progress goes to stderr.
+        module, path = demo.get_demo_model(progress=lambda msg: print(f"demo model: {msg}", file=sys.stderr))
+        source = f"demo weights ({path})"
     else:
         state, _ = _read_weights_file(weights)
         module = demo.build_demo_cnn()
