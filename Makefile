@@ -37,6 +37,7 @@ test-all: $(STAMP) $(LINT_STAMP)
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)
+	$(BIN)/python bench/demo_model_accuracy.py
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/store.py
 

@@ -1,6 +1,6 @@
 """Train the full demo model from scratch into a temporary cache; print accuracy and wall time.
 
-    .venv/bin/python bench/demo_model_accuracy.py [--seed 0]
+    .venv/bin/python bench/demo_model_accuracy.py [--seed 0] [--per-class 200] [--epochs 6]
 
 Also times the second (cached) call, so the line ends with the train / cache-hit ratio.
 """
@@ -21,8 +21,11 @@ from neurflow_graph.models.demo import TrainConfig, get_demo_model, load_demo_me
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-class", type=int, default=TrainConfig.n_train_per_class,
+                        help="training images per class (smaller runs show how hard the task is)")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     args = parser.parse_args()
-    config = TrainConfig(seed=args.seed)
+    config = TrainConfig(seed=args.seed, n_train_per_class=args.per_class, epochs=args.epochs)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load average at start {load:.2f}")
