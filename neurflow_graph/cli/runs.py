@@ -13,9 +13,10 @@ _COLUMNS = ("uid", "model", "class", "status", "latest", "created_at", "neurons"
 
 @click.command("runs")
 @store_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 def command(store_url: str, database: str | None, username: str | None, password: str | None, fmt: str) -> None:
     """List runs: uid, model, class, status, latest, created_at and counts."""
+    from neurflow_graph.queries.format import format_rows
     from neurflow_graph.store.runs import list_runs
     from neurflow_graph.store.url import open_store
 
@@ -30,10 +31,8 @@ def command(store_url: str, database: str | None, username: str | None, password
     if not runs:
         click.echo(f"no runs in {store.display_url} (add some with `neurflow-graph ingest RUN_DIR`)")
         return
-    rows = [(r.uid, r.model or "", r.class_name or "", r.status or "", "yes" if r.latest else "",
-             r.created_at or "", str(r.counts.get("neurons", "")), str(r.counts.get("neuron_groups", "")),
-             str(r.counts.get("edges", "")), str(r.counts.get("relationships", ""))) for r in runs]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(_COLUMNS)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip())
-    for row in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    rows = [{"uid": r.uid, "model": r.model, "class": r.class_name, "status": r.status,
+             "latest": "yes" if r.latest else "", "created_at": r.created_at,
+             "neurons": r.counts.get("neurons"), "groups": r.counts.get("neuron_groups"),
+             "edges": r.counts.get("edges"), "relationships": r.counts.get("relationships")} for r in runs]
+    click.echo(format_rows(rows=rows, columns=_COLUMNS, fmt=fmt))

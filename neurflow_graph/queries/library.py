@@ -25,7 +25,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,7 @@ class LibraryQuery:
     path: Path
     variants: dict[str, str] = field(default_factory=dict)  # backend -> query text
     notes: tuple[str, ...] = ()
+    why: str = ""  # a backend variant's reason to exist
 
     def text_for(self, backend: str) -> str:
         """The query text to run on ``backend`` (its variant file if one exists)."""
@@ -229,18 +230,7 @@ def _header(text: str) -> list[tuple[str, str]]:
     return entries
 
 
-@dataclass
-class _Parsed:
-    name: str
-    purpose: str
-    params: tuple[Param, ...]
-    columns: tuple[str, ...]
-    why: str
-    notes: tuple[str, ...]
-    text: str
-
-
-def _parse_file(path: Path) -> _Parsed:
+def _parse_file(path: Path) -> LibraryQuery:
     try:
         text = path.read_text()
     except OSError as e:
@@ -276,14 +266,15 @@ def _parse_file(path: Path) -> _Parsed:
         raise QueryError(f"{path.name}: the header needs '// name: NAME' (lower_snake_case)")
     if not purpose or not columns:
         raise QueryError(f"{path.name}: the header needs '// purpose:' and '// columns:' lines")
-    return _Parsed(name, purpose, tuple(params), columns, why, tuple(notes), text)
+    return LibraryQuery(name=name, purpose=purpose, params=tuple(params), columns=columns, text=text, path=path,
+                        notes=tuple(notes), why=why)
 
 
 def _load(directory: Path) -> dict[str, LibraryQuery]:
     if not directory.is_dir():
         raise QueryError(f"the query library {directory} does not exist (set NEURFLOW_CYPHER_DIR)")
-    base: dict[str, tuple[Path, _Parsed]] = {}
-    variants: dict[str, dict[str, tuple[Path, _Parsed]]] = {}
+    base: dict[str, LibraryQuery] = {}
+    variants: dict[str, dict[str, LibraryQuery]] = {}
     for path in sorted(directory.glob("*.cypher")):
         stem = path.name[: -len(".cypher")]
         name, _, backend = stem.partition(".")
@@ -295,18 +286,17 @@ def _load(directory: Path) -> dict[str, LibraryQuery]:
                 raise QueryError(f"{path.name}: unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
             if not parsed.why:
                 raise QueryError(f"{path.name}: a backend variant must say why it exists ('// why: ...')")
-            variants.setdefault(name, {})[backend] = (path, parsed)
+            variants.setdefault(name, {})[backend] = parsed
         else:
-            base[name] = (path, parsed)
+            base[name] = parsed
     out: dict[str, LibraryQuery] = {}
-    for name, (path, p) in base.items():
+    for name, p in base.items():
         texts: dict[str, str] = {}
-        for backend, (vpath, v) in variants.pop(name, {}).items():
+        for backend, v in variants.pop(name, {}).items():
             if v.params != p.params or v.columns != p.columns:
-                raise QueryError(f"{vpath.name}: params and columns must match {path.name}")
+                raise QueryError(f"{v.path.name}: params and columns must match {p.path.name}")
             texts[backend] = v.text
-        out[name] = LibraryQuery(name=name, purpose=p.purpose, params=p.params, columns=p.columns,
-                                 text=p.text, path=path, variants=texts, notes=p.notes)
+        out[name] = replace(p, variants=texts)
     if variants:
         orphan = sorted(variants)[0]
         raise QueryError(f"backend variant of {orphan!r} has no portable {orphan}.cypher")

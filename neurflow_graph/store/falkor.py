@@ -581,9 +581,7 @@ class FalkorStore(GraphStore):
         except redis.exceptions.RedisError as e:
             raise StoreConnectionError(f"cannot connect to the embedded FalkorDB server of {self.display_url}: "
                                        f"{_one_line(e)}") from e
-        self._graph = self._db.select_graph(self._graph_name)
-        # RO_QUERY on a graph that does not exist yet fails ("empty key"): create it empty.
-        self.write("RETURN 1")
+        self._select_graph()
 
     # -- GraphStore ------------------------------------------------------------------------------
     @property
@@ -694,8 +692,13 @@ class FalkorStore(GraphStore):
     def delete_graph(self) -> None:
         """Drop the whole graph (data, indexes and constraints); used by tests and `store` maintenance."""
         self._command("GRAPH.DELETE", self._graph_name, ok_errors=("empty key", "Invalid graph operation"))
-        self._graph = self._db.select_graph(self._graph_name)
+        self._select_graph()
         self._setup_done = False
+
+    def _select_graph(self) -> None:
+        self._graph = self._db.select_graph(self._graph_name)
+        # RO_QUERY on a graph that does not exist yet fails ("empty key"): create it empty.
+        self.write("RETURN 1")
 
     def close(self) -> None:
         if self._closed:
