@@ -2,9 +2,11 @@
 
 Baseline (what the published reference does): the network prefix re-run over all of D for every
 analysed layer (activation scan), then captum ``IntegratedGradients`` one target neuron at a
-time on the layer-(l-1) maps of its top-k patches (recomputed per target). It shares the
-engine's patches, top-k, clustering, ranking and edge-weight code, so any difference in the
-circuits comes from the scan and IG alone.
+time on the layer-(l-1) maps of its top-k patches (recomputed per target). Everything else is the
+engine's own code, called through ``circuit_builder``'s public steps: ``patch_source`` (patches),
+``concepts`` (top-k, semantic groups), ``layer_entry`` (ranking, core neurons) and
+``assemble_circuit`` (edge weights of eq. 4, neuron groups), so any difference in the circuits comes
+from the scan and IG alone.
 
 Engine: ``neurflow_graph.extraction.extract_circuit``.
 
@@ -25,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,13 +37,11 @@ from captum.attr import IntegratedGradients
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from neurflow_graph.circuit import Circuit, ClassInfo, ImageRef, ModelInfo, Patch, derive_group_edges
+from neurflow_graph.circuit import Circuit
 from neurflow_graph.datasets.images import list_images, predict_classes
 from neurflow_graph.extraction import ExtractParams, extract_circuit
 from neurflow_graph.extraction import circuit_builder as cb
-from neurflow_graph.extraction import importance
-from neurflow_graph.extraction.activations import channel_means
-from neurflow_graph.extraction.patches import PatchSource, image_size, plan_patches
+from neurflow_graph.extraction.activations import channel_means, spatial_means
 from neurflow_graph.extraction.slicing import layer_slice, prefix, trace_layers
 from neurflow_graph.models.registry import load_model
 
@@ -121,10 +122,8 @@ def baseline_circuit(model, images, class_index: int, params: ExtractParams) -> 
     that layer has the same shapes."""
     layers = list(model.spec.layers)
     device = model.device
-    paths = [img.path for img in images]
-    sizes = [image_size(p) for p in paths]
-    plan = plan_patches(image_sizes=sizes, crop_fractions=params.crop_fractions, stride_fraction=params.stride_fraction)
-    source = PatchSource(paths=paths, plan=plan, size=cb.patch_size(model, sizes), preprocess=model.preprocess)
+    source = cb.patch_source(model=model, images=images, params=params)
+    n_patches = len(source.plan)
     flops = 0.0
     with cb.frozen(model.module):
         traced = trace_layers(module=model.module, layers=layers)
@@ -133,31 +132,31 @@ def baseline_circuit(model, images, class_index: int, params: ExtractParams) -> 
             pre = prefix(traced=traced, layer=layer)
             parts = []
             with torch.no_grad():
-                for s in range(0, len(plan), params.max_batch):
-                    ids = np.arange(s, min(s + params.max_batch, len(plan)))
-                    with FlopCount() if s == 0 else _Null() as fc:
+                for s in range(0, n_patches, params.max_batch):
+                    ids = np.arange(s, min(s + params.max_batch, n_patches))
+                    with FlopCount() if s == 0 else nullcontext() as fc:
                         parts.append(channel_means(pre(source.batch(ids).to(device))).cpu().numpy())
                     if s == 0:
-                        flops += fc.total * len(plan) / len(ids)
+                        flops += fc.total * n_patches / len(ids)
             phi[layer] = np.concatenate(parts)
         results, targets = [], [class_index]
         for i, layer in enumerate(layers):
             if not targets:
                 break
             lower = layers[i + 1] if i + 1 < len(layers) else None
-            concepts = cb._concepts(phi[layer], phi[lower if lower else layer], targets, params)
+            concepts = cb.concepts(phi_layer=phi[layer], r=phi[lower if lower else layer], targets=targets,
+                                   params=params)
             neurons = []
             if lower is not None:
                 slice_gm = layer_slice(traced=traced, lower=lower, upper=layer)
                 pre_lower = prefix(traced=traced, layer=lower)
-                ig = IntegratedGradients(lambda x, g=slice_gm: channel_means_grad(g(x)))
+                ig = IntegratedGradients(lambda x, g=slice_gm: spatial_means(g(x)))
             for a in targets:
                 c = concepts[a]
-                entry = {"index": int(a), "topk": c["topk"].tolist(), "labels": c["labels"].tolist(),
-                         "cores": [], "scores": []}
+                sums = None
                 if lower is not None:
                     first = a == targets[0]
-                    with FlopCount() if first else _Null() as fc:
+                    with FlopCount() if first else nullcontext() as fc:
                         with torch.no_grad():
                             maps = pre_lower(source.batch(c["topk"]).to(device))
                         attr = ig.attribute(maps, target=int(a), n_steps=params.ig_steps, method=params.ig_method,
@@ -165,38 +164,16 @@ def baseline_circuit(model, images, class_index: int, params: ExtractParams) -> 
                     if first:
                         flops += fc.total * len(targets)
                     attr = attr.flatten(2).sum(2) if attr.dim() > 2 else attr
-                    values = attr.detach().cpu().double().numpy()
+                    values = attr.detach().cpu().double().numpy()  # (k, C): per patch of the concept
                     groups = np.zeros((int(c["labels"].max()) + 1, values.shape[1]))
                     np.add.at(groups, c["labels"], values)
-                    scores = importance.rank_scores(abs_sum=np.abs(values).sum(0), signed_sum=values.sum(0),
-                                                    n_patches=len(c["topk"]), rank_by=params.rank_by)
-                    cores = importance.core_neurons(scores, params.tau_for(lower))
-                    entry["cores"], entry["scores"] = cores.tolist(), groups[:, cores].tolist()
-                neurons.append(entry)
+                    sums = {"abs_sum": np.abs(values).sum(0), "signed_sum": values.sum(0), "groups": groups}
+                neurons.append(cb.layer_entry(neuron=a, concept=c, sums=sums, lower=lower, params=params))
             results.append({"layer": layer, "neurons": neurons})
             targets = sorted({x for n in neurons for x in n["cores"]})
-    neurons, edges, groups, used = cb._assemble(layer_results=results, layers=layers, phi=phi, params=params,
-                                               timer=cb._Timer())
-    circuit = Circuit(model=ModelInfo(name=model.spec.name, layers=layers, weights_sha256=model.weights_sha256),
-                      class_=ClassInfo(index=class_index, name=model.class_name(class_index)), params=params.to_json(),
-                      neurons=neurons, edges=edges, neuron_groups=groups,
-                      group_edges=derive_group_edges(edges=edges, neuron_groups=groups),
-                      patches=[Patch(id=int(p), image=int(plan.image[p]), box=[int(v) for v in plan.boxes[p]])
-                               for p in sorted(used)],
-                      images=[ImageRef(id=i, path=str(r.path), sha256=r.sha256) for i, r in enumerate(images)])
+    circuit = cb.assemble_circuit(model=model, images=images, class_index=class_index, params=params,
+                                  layer_results=results, phi=phi, plan=source.plan)
     return circuit, flops
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-def channel_means_grad(y: torch.Tensor) -> torch.Tensor:
-    return y.flatten(2).mean(2) if y.dim() > 2 else y
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -271,8 +248,7 @@ def _timed(fn):
 
 def run_case(case, peak: float, repeats: int) -> dict:
     name, model, images, class_index, params, note = case
-    n_patches = len(plan_patches(image_sizes=[image_size(r.path) for r in images],
-                                 crop_fractions=params.crop_fractions, stride_fraction=params.stride_fraction))
+    n_patches = len(cb.patch_source(model=model, images=images, params=params).plan)
     print(f"\n== {name}: {note}")
     print(f"   class {class_index} ({model.class_name(class_index)}), {len(images)} images, {n_patches} patches, "
           f"k={params.k} tau={params.tau} ig_steps={params.ig_steps} ({params.ig_method}), device {model.device}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +82,24 @@ def test_interrupted_run_resumes_to_the_same_circuit(images, reference, tmp_path
     extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS, run_dir=tmp_path,
                     progress=False)
     assert calls == [0, 1, 2, 3]
+
+
+def test_the_callers_random_state_is_left_alone(images):
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    def seed_all() -> None:
+        random.seed(123)
+        np.random.seed(123)
+        torch.manual_seed(123)
+
+    model = demo_model(seed=1)  # seeds torch itself
+    seed_all()
+    expected = draws()
+    seed_all()
+    extract_circuit(model=model, images=images, class_index=4,
+                    params=ExtractParams(k=8, tau=2, ig_steps=4, seed=5), progress=False)
+    assert draws() == expected
 
 
 def test_hooks_are_removed_on_success_and_on_error(images, monkeypatch):

@@ -17,13 +17,17 @@ import torch
 from neurflow_graph.errors import ExtractionError
 
 
+def spatial_means(y: torch.Tensor) -> torch.Tensor:
+    """phi of every channel, differentiable: ``(B, C, *spatial)`` -> ``(B, C)``; ``(B, C)`` unchanged."""
+    return y.flatten(2).mean(2) if y.dim() > 2 else y
+
+
 def channel_means(output: torch.Tensor) -> torch.Tensor:
-    """``(B, C, *spatial)`` -> ``(B, C)`` spatial means in float32; ``(B, C)`` unchanged."""
+    """:func:`spatial_means` of a layer output, detached, in float32: ``(B, C, *spatial)`` -> ``(B, C)``."""
     if output.dim() < 2:
         raise ExtractionError(f"a layer output of shape {tuple(output.shape)} has no channel dimension; "
                               "analyse layers whose output is (batch, channels, ...)")
-    out = output.detach().float()
-    return out.flatten(2).mean(2) if out.dim() > 2 else out
+    return spatial_means(output.detach().float())
 
 
 @contextmanager

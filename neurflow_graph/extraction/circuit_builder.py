@@ -5,6 +5,10 @@ core neurons found above) compute concepts (top-k patches by phi from the one ac
 semantic groups (Ward on the layer below's phi), integrated gradients to layer ``i+1`` for the
 patches of the concepts only, core neurons and edge weights. The bottom layer's neurons get
 concepts and semantic groups on their own phi, and no edges. Each layer is checkpointed.
+
+The steps that do not depend on how phi and IG are computed are public (:func:`patch_source`,
+:func:`concepts`, :func:`layer_entry`, :func:`assemble_circuit`) so that ``bench/extract.py``'s
+reference-style baseline runs the very same code around its own scan and IG.
 """
 
 from __future__ import annotations
@@ -42,7 +46,14 @@ MAP_CACHE_BYTES = 256 * 2**20
 
 class _Timer:
     def __init__(self) -> None:
+        self.started = time.perf_counter()
         self.totals: dict[str, float] = {}
+
+    def timing(self) -> dict[str, float]:
+        """Seconds per phase and ``total`` since creation, rounded to microseconds."""
+        out = {k: round(v, 6) for k, v in sorted(self.totals.items())}
+        out["total"] = round(time.perf_counter() - self.started, 6)
+        return out
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -67,6 +78,26 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
         for p, flag in flags:
             p.requires_grad_(flag)
         module.train(was_training)
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """The generators a run could draw from (torch on the CPU and ``device``, numpy, random) seeded
+    with ``seed`` for the duration; the caller's states are restored afterwards."""
+    cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        np.random.seed(seed % (2**32))
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def patch_size(model: Any, sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -102,12 +133,31 @@ def software_versions(device: torch.device) -> dict[str, str]:
             "device": str(device)}
 
 
+def patch_source(*, model: Any, images: Sequence[Any], params: ExtractParams) -> PatchSource:
+    """The patch set D of ``images`` (crops and stride of ``params``), resized to :func:`patch_size`;
+    ``.plan`` has the boxes, ``.batch(ids)`` gives ``(B, 3, H, W)`` model inputs."""
+    check_images(images)
+    paths = [img.path for img in images]
+    sizes = [image_size(p) for p in paths]
+    plan = plan_patches(image_sizes=sizes, crop_fractions=params.crop_fractions,
+                        stride_fraction=params.stride_fraction)
+    return PatchSource(paths=paths, plan=plan, size=patch_size(model, sizes), preprocess=model.preprocess)
+
+
 # ---------------------------------------------------------------------------- one layer
 
 
-def _concepts(phi_layer: np.ndarray, r: np.ndarray, targets: Sequence[int], params: ExtractParams
-              ) -> dict[int, dict[str, Any]]:
-    """Top-k and semantic-group labels of each target."""
+def concepts(*, phi_layer: np.ndarray, r: np.ndarray, targets: Sequence[int], params: ExtractParams
+             ) -> dict[int, dict[str, np.ndarray]]:
+    """Concept of each target: ``topk`` (k,) patch ids, best first by ``phi_layer`` ``(P, C)``, and
+    ``labels`` (k,) their semantic groups (Alg. 2) on the representative vectors ``r`` ``(P, d)``."""
+    if phi_layer.ndim != 2 or r.ndim != 2 or phi_layer.shape[0] != r.shape[0]:
+        raise ExtractionError(f"phi {phi_layer.shape} and representative vectors {r.shape} must be (patches, "
+                              "channels) arrays over the same patches; pass two layers' phi from one scan")
+    bad = [a for a in targets if not 0 <= a < phi_layer.shape[1]]
+    if bad:
+        raise ExtractionError(f"target neuron {bad[0]} is out of range: the layer has {phi_layer.shape[1]} "
+                              "channels; pass channel indices of the layer phi_layer belongs to")
     out = {}
     for a in targets:
         topk = importance.top_k(phi_layer[:, a], params.k)
@@ -198,25 +248,36 @@ def _process_layer(*, index: int, layers: Sequence[str], targets: Sequence[int],
     layer = layers[index]
     lower = layers[index + 1] if index + 1 < len(layers) else None
     with timer.phase("semantic_groups"):
-        concepts = _concepts(phi[layer], phi[lower if lower is not None else layer], targets, params)
-    neurons = []
+        found = concepts(phi_layer=phi[layer], r=phi[lower if lower is not None else layer], targets=targets,
+                         params=params)
     acc = {}
     if lower is not None and targets:
-        acc = _attribute_layer(traced=traced, lower=lower, upper=layer, concepts=concepts, source=source,
+        acc = _attribute_layer(traced=traced, lower=lower, upper=layer, concepts=found, source=source,
                                params=params, device=device, timer=timer, progress=progress,
                                cached=(cached or {}).get(lower))
-    for a in targets:
-        entry: dict[str, Any] = {"index": int(a), "topk": concepts[a]["topk"].tolist(),
-                                 "labels": concepts[a]["labels"].tolist(), "cores": [], "scores": []}
-        if lower is not None:
-            got = acc[a]
-            scores = importance.rank_scores(abs_sum=got["abs_sum"], signed_sum=got["signed_sum"],
-                                            n_patches=len(concepts[a]["topk"]), rank_by=params.rank_by)
-            cores = importance.core_neurons(scores, params.tau_for(lower))
-            entry["cores"] = cores.tolist()
-            entry["scores"] = got["groups"][:, cores].tolist()
-        neurons.append(entry)
+    neurons = [layer_entry(neuron=a, concept=found[a], sums=acc[a] if lower is not None else None, lower=lower,
+                           params=params) for a in targets]
     return {"layer": layer, "neurons": neurons}
+
+
+def layer_entry(*, neuron: int, concept: dict[str, np.ndarray], sums: dict[str, np.ndarray] | None,
+                lower: str | None, params: ExtractParams) -> dict[str, Any]:
+    """Checkpointable result of one target ``neuron``: its concept (from :func:`concepts`) and, given
+    ``lower`` (the layer below) and ``sums`` of its IG over the concept's patches -- ``abs_sum`` (C,),
+    ``signed_sum`` (C,), ``groups`` (n_groups, C) -- its core neurons in ``lower`` (best first, ranked
+    by ``params.rank_by``, tau of ``lower``) and their raw scores ``(n_groups, n_cores)``."""
+    if (sums is None) != (lower is None):
+        raise ExtractionError("layer_entry needs IG sums exactly when there is a layer below; pass both "
+                              "sums and lower, or neither for the bottom layer")
+    entry: dict[str, Any] = {"index": int(neuron), "topk": concept["topk"].tolist(),
+                             "labels": concept["labels"].tolist(), "cores": [], "scores": []}
+    if sums is not None and lower is not None:
+        scores = importance.rank_scores(abs_sum=sums["abs_sum"], signed_sum=sums["signed_sum"],
+                                        n_patches=len(concept["topk"]), rank_by=params.rank_by)
+        cores = importance.core_neurons(scores, params.tau_for(lower))
+        entry["cores"] = cores.tolist()
+        entry["scores"] = sums["groups"][:, cores].tolist()
+    return entry
 
 
 # ---------------------------------------------------------------------------- assembly
@@ -266,77 +327,85 @@ def _assemble(*, layer_results: list[dict[str, Any]], layers: Sequence[str], phi
     return neurons, edges, groups, used
 
 
-def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
-                  run_dir: Any, resume: bool, progress: bool) -> Circuit:
-    """The whole extraction; inputs already validated by ``extract_circuit``."""
-    timer = _Timer()
-    started = time.perf_counter()
-    torch.manual_seed(params.seed)
-    np.random.seed(params.seed % (2**32))
-    random.seed(params.seed)
+def assemble_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
+                     layer_results: Sequence[dict[str, Any]], phi: dict[str, np.ndarray], plan: PatchPlan,
+                     timer: _Timer | None = None) -> Circuit:
+    """The :class:`Circuit` of ``layer_results`` (one :func:`layer_entry` list per layer, top down from
+    the logit layer): neurons, edges (eq. 4), neuron groups, group edges and the patches used.
+    ``phi``: ``{layer: (P, C)}`` of the scan of ``plan``'s patches. With ``timer``, its phases and
+    total become the circuit's timing (none without)."""
     layers = list(model.spec.layers)
-    module, device = model.module, torch.device(model.device)
-
-    with timer.phase("patches"):
-        paths = [img.path for img in images]
-        sizes = [image_size(p) for p in paths]
-        size = patch_size(model, sizes)
-        plan: PatchPlan = plan_patches(image_sizes=sizes, crop_fractions=params.crop_fractions,
-                                       stride_fraction=params.stride_fraction)
-        source = PatchSource(paths=paths, plan=plan, size=size, preprocess=model.preprocess)
-    ckpt = Checkpoints(run_dir=run_dir, fingerprint=fingerprint(
-        model_name=model.spec.name, layers=layers, weights=weights_id(model), size=size,
-        mean=getattr(model.spec, "mean", None), std=getattr(model.spec, "std", None), class_index=class_index,
-        image_hashes=[img.sha256 for img in images], params=params.to_json()), resume=resume)
-
-    with frozen(module):
-        with timer.phase("trace"):
-            traced = trace_layers(module=module, layers=layers)
-        phi = ckpt.load_scan(layers)
-        cached: dict[str, torch.Tensor] = {}
-        if phi is None:
-            with timer.phase("scan"):
-                bar = tqdm(total=len(plan), desc="activation scan", unit="patch", disable=not progress, leave=False)
-                try:
-                    phi, cached = scan_activations(module=module, layers=layers, n_patches=len(plan),
-                                                   batches=source.batch, device=device, batch_size=params.max_batch,
-                                                   on_batch=bar.update, map_layers=layers[1:],
-                                                   map_budget=MAP_CACHE_BYTES)
-                finally:
-                    bar.close()
-            ckpt.save_scan(phi, layers)
-        n_logits = phi[layers[0]].shape[1]
-        if not 0 <= class_index < n_logits:
-            raise InputError(f"class index {class_index} is out of range: the logit layer {layers[0]!r} has "
-                             f"{n_logits} outputs (0..{n_logits - 1})")
-
-        results: list[dict[str, Any]] = []
-        targets: list[int] = [class_index]
-        for i, layer in enumerate(layers):
-            if not targets:
-                break
-            result = ckpt.load_layer(i)
-            if result is None or [n["index"] for n in result["neurons"]] != list(targets):
-                result = _process_layer(index=i, layers=layers, targets=targets, phi=phi, traced=traced,
-                                        source=source, params=params, device=device, timer=timer, progress=progress,
-                                        cached=cached)
-                ckpt.save_layer(i, result)
-            results.append(result)
-            targets = sorted({c for n in result["neurons"] for c in n["cores"]})
-
-    neurons, edges, groups, used = _assemble(layer_results=results, layers=layers, phi=phi, params=params,
-                                             timer=timer)
+    got = [r.get("layer") for r in layer_results]
+    if got != layers[:len(got)]:
+        raise ExtractionError(f"layer results are for layers {got}, not a top-down prefix of {layers}; pass one "
+                              "result per analysed layer, starting at the logit layer")
+    neurons, edges, groups, used = _assemble(layer_results=list(layer_results), layers=layers, phi=phi,
+                                             params=params, timer=timer or _Timer())
     group_edges = derive_group_edges(edges=edges, neuron_groups=groups)
     patches = [Patch(id=int(p), image=int(plan.image[p]), box=[int(v) for v in plan.boxes[p]]) for p in sorted(used)]
     image_refs = [ImageRef(id=i, path=str(img.path), sha256=str(img.sha256)) for i, img in enumerate(images)]
-    timing = {k: round(v, 6) for k, v in sorted(timer.totals.items())}
-    timing["total"] = round(time.perf_counter() - started, 6)
-    circuit = Circuit(
+    timing = timer.timing() if timer is not None else {}
+    return Circuit(
         model=ModelInfo(name=model.spec.name, layers=layers, weights_sha256=getattr(model, "weights_sha256", None)),
         class_=ClassInfo(index=int(class_index), name=str(model.class_name(class_index))),
         params=params.to_json(), neurons=neurons, edges=edges, neuron_groups=groups, group_edges=group_edges,
-        patches=patches, images=image_refs, timing=timing, software=software_versions(device),
+        patches=patches, images=image_refs, timing=timing, software=software_versions(torch.device(model.device)),
         created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+
+
+def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
+                  run_dir: Any, resume: bool, progress: bool) -> Circuit:
+    """The whole extraction; inputs already validated by ``extract_circuit``. ``params.seed`` seeds
+    torch, numpy and random for the run only: the caller's generator states are restored."""
+    timer = _Timer()
+    layers = list(model.spec.layers)
+    module, device = model.module, torch.device(model.device)
+    with _seeded(params.seed, device):
+        with timer.phase("patches"):
+            source = patch_source(model=model, images=images, params=params)
+        ckpt = Checkpoints(run_dir=run_dir, fingerprint=fingerprint(
+            model_name=model.spec.name, layers=layers, weights=weights_id(model), size=source.size,
+            mean=getattr(model.spec, "mean", None), std=getattr(model.spec, "std", None), class_index=class_index,
+            image_hashes=[img.sha256 for img in images], params=params.to_json()), resume=resume)
+
+        with frozen(module):
+            with timer.phase("trace"):
+                traced = trace_layers(module=module, layers=layers)
+            phi = ckpt.load_scan(layers)
+            cached: dict[str, torch.Tensor] = {}
+            if phi is None:
+                with timer.phase("scan"):
+                    bar = tqdm(total=len(source.plan), desc="activation scan", unit="patch", disable=not progress,
+                               leave=False)
+                    try:
+                        phi, cached = scan_activations(module=module, layers=layers, n_patches=len(source.plan),
+                                                       batches=source.batch, device=device,
+                                                       batch_size=params.max_batch, on_batch=bar.update,
+                                                       map_layers=layers[1:], map_budget=MAP_CACHE_BYTES)
+                    finally:
+                        bar.close()
+                ckpt.save_scan(phi, layers)
+            n_logits = phi[layers[0]].shape[1]
+            if not 0 <= class_index < n_logits:
+                raise InputError(f"class index {class_index} is out of range: the logit layer {layers[0]!r} has "
+                                 f"{n_logits} outputs (0..{n_logits - 1})")
+
+            results: list[dict[str, Any]] = []
+            targets: list[int] = [class_index]
+            for i, layer in enumerate(layers):
+                if not targets:
+                    break
+                result = ckpt.load_layer(i)
+                if result is None or [n["index"] for n in result["neurons"]] != list(targets):
+                    result = _process_layer(index=i, layers=layers, targets=targets, phi=phi, traced=traced,
+                                            source=source, params=params, device=device, timer=timer,
+                                            progress=progress, cached=cached)
+                    ckpt.save_layer(i, result)
+                results.append(result)
+                targets = sorted({c for n in result["neurons"] for c in n["cores"]})
+
+        circuit = assemble_circuit(model=model, images=images, class_index=class_index, params=params,
+                                   layer_results=results, phi=phi, plan=source.plan, timer=timer)
     if run_dir is not None:
         circuit.save(run_dir)
     return circuit

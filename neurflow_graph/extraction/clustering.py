@@ -6,9 +6,13 @@ appearance so that the result depends only on the data and its order.
 
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import silhouette_score
+
+from neurflow_graph.errors import InputError
 
 
 def first_appearance_labels(labels: np.ndarray) -> np.ndarray:
@@ -43,3 +47,28 @@ def ward_by_silhouette(x: np.ndarray, *, min_clusters: int, max_clusters: int) -
     if best_labels is None:
         return np.zeros(n, dtype=np.int64), None
     return first_appearance_labels(best_labels), best_score
+
+
+class WardGrouper:
+    """scikit-learn style base of the groupers: ``fit(X)`` with X ``(n, d)`` clusters its rows with
+    :func:`ward_by_silhouette` into 1..max_groups groups.
+
+    Attributes after fit: ``labels_`` (n,) group of each row, numbered by first appearance;
+    ``n_groups_``; ``silhouette_`` (None for a single group). Subclasses set the default
+    ``max_groups`` in ``__init__`` and ``rows``, what a row is (named in the error message)."""
+
+    rows = "rows"
+
+    def __init__(self, max_groups: int) -> None:
+        self.max_groups = max_groups
+
+    def fit(self, x: np.ndarray) -> Self:
+        if isinstance(self.max_groups, bool) or not isinstance(self.max_groups, int) or self.max_groups < 1:
+            raise InputError(f"max_groups must be an integer >= 1, got {self.max_groups!r}")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise InputError(f"{type(self).__name__}.fit needs a non-empty ({self.rows}, features) array, "
+                             f"got shape {x.shape}")
+        self.labels_, self.silhouette_ = ward_by_silhouette(x, min_clusters=2, max_clusters=self.max_groups)
+        self.n_groups_ = int(self.labels_.max()) + 1
+        return self

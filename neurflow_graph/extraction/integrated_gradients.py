@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from neurflow_graph.extraction import ig_graph
+from neurflow_graph.extraction.activations import spatial_means
 from neurflow_graph.extraction.ig_graph import AFF, LIN, Boundary, Costs
 
 # Bytes allowed for the per-slot gradient tensors of one chunk (targets x rows x maps).
@@ -37,11 +38,6 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if method == "riemann_right":
         return np.arange(1, steps + 1, dtype=np.float64) / steps, np.full(steps, 1.0 / steps)
     raise ValueError(f"unknown quadrature {method!r}")
-
-
-def _means(y: torch.Tensor) -> torch.Tensor:
-    """Differentiable channel means ``(R, C, *spatial) -> (R, C)``."""
-    return y.flatten(2).mean(2) if y.dim() > 2 else y
 
 
 def _restricted_input_grad(module: nn.Module, u: torch.Tensor, channel: int, grad_out: torch.Tensor) -> torch.Tensor:
@@ -302,7 +298,7 @@ class SliceAttributor:
             gathered.append(g)
         with torch.enable_grad():
             leaves = [g.detach().requires_grad_(True) for g in gathered]
-            phi = _means(self._run_suffix(leaves, order))
+            phi = spatial_means(self._run_suffix(leaves, order))
             diag = torch.autograd.grad((phi * row_weights[:, None].to(phi.dtype)).sum(), leaves, allow_unused=True)
 
         grad_outputs: list[torch.Tensor] = []

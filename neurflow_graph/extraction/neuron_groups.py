@@ -11,29 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurflow_graph.errors import InputError
-from neurflow_graph.extraction.clustering import ward_by_silhouette
+from neurflow_graph.extraction.clustering import WardGrouper
 
 
-class NeuronGrouper:
+class NeuronGrouper(WardGrouper):
     """scikit-learn style: ``NeuronGrouper(max_groups=8).fit(X)`` with X ``(m, d)`` the
     representative vectors of one layer's semantic groups, in a fixed order.
 
     Attributes after fit: ``labels_`` (m,) neuron group of each semantic group, numbered by first
     appearance; ``n_groups_``; ``silhouette_`` (None for a single group)."""
 
-    def __init__(self, max_groups: int = 8) -> None:
-        self.max_groups = max_groups
+    rows = "groups"
 
-    def fit(self, x: np.ndarray) -> "NeuronGrouper":
-        if isinstance(self.max_groups, bool) or not isinstance(self.max_groups, int) or self.max_groups < 1:
-            raise InputError(f"max_groups must be an integer >= 1, got {self.max_groups!r}")
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[0] == 0:
-            raise InputError(f"NeuronGrouper.fit needs a non-empty (groups, features) array, got shape {x.shape}")
-        self.labels_, self.silhouette_ = ward_by_silhouette(x, min_clusters=2, max_clusters=self.max_groups)
-        self.n_groups_ = int(self.labels_.max()) + 1
-        return self
+    def __init__(self, max_groups: int = 8) -> None:
+        super().__init__(max_groups)
 
 
 def group_vectors(r: np.ndarray, members: list[np.ndarray]) -> np.ndarray:

@@ -19,8 +19,8 @@ class ExtractParams:
     ``tau_per_layer`` maps a layer *below* the logit layer to the number of core concept neurons
     each of its parents (the neurons of the layer above) keeps there; other layers use ``tau``.
     ``max_batch`` bounds the rows of every forward pass (patches in the scan, patch x step rows in
-    integrated gradients). ``seed`` seeds torch and numpy before the run; the algorithm itself
-    draws no random numbers.
+    integrated gradients). ``seed`` seeds torch, numpy and random for the run only (the caller's
+    generator states are restored); the algorithm itself draws no random numbers.
     """
 
     k: int = 50

@@ -47,7 +47,6 @@ class Checkpoints:
     def __init__(self, *, run_dir: Path | None, fingerprint: str, resume: bool) -> None:
         self.dir = Path(run_dir) / CHECKPOINT_DIR if run_dir is not None else None
         self.fingerprint = fingerprint
-        self.resumed_layers = 0
         if self.dir is None:
             return
         try:
@@ -101,11 +100,9 @@ class Checkpoints:
         if not path.exists():
             return None
         try:
-            data = json.loads(path.read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None  # a torn file from a crash: recompute the layer
-        self.resumed_layers += 1
-        return data
 
     def save_layer(self, index: int, payload: dict[str, Any]) -> None:
         if self.dir is None:

@@ -36,7 +36,6 @@ class TracedModel:
 
     graph_module: fx.GraphModule
     layer_nodes: dict[str, fx.Node]
-    layers: list[str]
 
 
 def _tracer_class() -> type:
@@ -99,7 +98,7 @@ def trace_layers(*, module: nn.Module, layers: Sequence[str]) -> TracedModel:
     gm = fx.GraphModule(tracer.root, graph)
     _functionalize(gm.graph, gm)
     gm.recompile()
-    return TracedModel(graph_module=gm, layer_nodes=nodes, layers=layers)
+    return TracedModel(graph_module=gm, layer_nodes=nodes)
 
 
 def _set_inplace_false(node: fx.Node) -> bool:
