@@ -18,9 +18,7 @@ process) is finished by running it again, without duplicates. Queries read only 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +30,10 @@ from neurflow_graph.circuit import CIRCUIT_FILE, Circuit, load_circuit
 from neurflow_graph.errors import InputError, RunFormatError, StoreError
 from neurflow_graph.extraction.rundir import CHECKPOINT_DIR
 from neurflow_graph.fileio import temp_pattern
+from neurflow_graph.identity import (  # noqa: F401  (run_uid, model_uid, uid_part re-exported for callers)
+    class_uid, feeds_uid, image_uid, layer_uid, model_uid, neuron_group_uid, neuron_uid, patch_uid, run_uid,
+    semantic_group_uid, uid_part,
+)
 from neurflow_graph.store.schema import identifier
 
 INGEST_BATCH_SIZE = 10_000
@@ -59,7 +61,7 @@ REL_SPEC: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "OF": ("SemanticGroup", "Neuron", ()),
     "CONTRIBUTES": ("Neuron", "SemanticGroup", ("run", "weight", "score")),
     "HAS_MEMBER": ("NeuronGroup", "SemanticGroup", ()),
-    "FEEDS": ("NeuronGroup", "NeuronGroup", ("run", "weight")),
+    "FEEDS": ("NeuronGroup", "NeuronGroup", ("run", "uid", "weight")),
     "EXEMPLAR": ("SemanticGroup", "Patch", ("rank",)),
 }
 
@@ -108,38 +110,7 @@ VERIFIED = ("SemanticGroup", "NeuronGroup", "OF", "CONTRIBUTES", "EXEMPLAR", "HA
 
 
 # ---- uids -------------------------------------------------------------------------------------
-
-_UID_UNSAFE = re.compile(r"[%\x00-\x1f\x7f]|^ +| +$")
-
-
-def uid_part(text: str, *, what: str) -> str:
-    """``text`` made safe inside a uid: ``%``, control characters and leading/trailing spaces are
-    percent-encoded (FalkorDB's string indexes trim edge whitespace and crash on it under a unique
-    constraint). Empty text is refused."""
-    if not isinstance(text, str) or not text:
-        raise RunFormatError(f"circuit.json: {what} must be a non-empty string, got {text!r}")
-    return _UID_UNSAFE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
-
-
-def canonical_json(circuit: Circuit) -> bytes:
-    """The circuit's content, ``Circuit.to_dict()``, as canonical JSON (sorted keys, no whitespace, UTF-8).
-
-    Serialised straight from the dataclasses' ``__dict__`` (3x faster than ``to_dict``'s deep copy;
-    the bytes are the same, which a test checks)."""
-    d = dict(vars(circuit))
-    d["class"] = d.pop("class_")
-    return json.dumps(d, default=vars, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def run_uid(circuit: Circuit) -> str:
-    """sha256 of :func:`canonical_json` [:16]: the same content always gets the same uid."""
-    return hashlib.sha256(canonical_json(circuit)).hexdigest()[:16]
-
-
-def model_uid(circuit: Circuit) -> str:
-    sha = circuit.model.weights_sha256
-    return f"{uid_part(circuit.model.name, what='model.name')}@{sha[:16] if sha else 'random'}"
-
+# Every uid comes from neurflow_graph.identity (content identity, docs/graph-model.md "Identity").
 
 # ---- rows -------------------------------------------------------------------------------------
 
@@ -175,35 +146,34 @@ def circuit_rows(circuit: Circuit) -> CircuitRows:
     uid = run_uid(circuit)
     muid = model_uid(circuit)
     layers = list(circuit.model.layers)
-    layer_key = {name: uid_part(name, what="layer name") for name in layers}
-    layer_uid = {name: f"{muid}/{key}" for name, key in layer_key.items()}
+    layer_uids = {name: layer_uid(muid, name) for name in layers}
     class_name = circuit.class_.name
-    class_uid = uid_part(class_name, what="class.name")
+    cls_uid = class_uid(class_name)
 
-    def neuron_uid(layer: str, index: int) -> str:
-        return f"{layer_uid[layer]}/{index}"
+    def nu_of(layer: str, index: int) -> str:
+        return neuron_uid(muid, layer, index)
 
     def sg_uid(layer: str, index: int, j: int) -> str:
-        return f"{uid}/{layer_key[layer]}/{index}/{j}"
+        return semantic_group_uid(uid, layer, index, j)
 
     def ng_uid(layer: str, gid: int) -> str:
-        return f"{uid}/{layer_key[layer]}/{gid}"
+        return neuron_group_uid(uid, layer, gid)
 
     images = {}
     for im in circuit.images:
         images[im.id] = im
-    image_uid = {i: uid_part(im.sha256, what=f"images[{i}].sha256") for i, im in images.items()}
-    patch_uid: dict[int, str] = {}
+    img_uid = {i: image_uid(im.sha256) for i, im in images.items()}
+    p_uid: dict[int, str] = {}
     patch_rows: list[dict[str, Any]] = []
     for p in circuit.patches:
         x0, y0, x1, y1 = (int(v) for v in p.box)
-        pu = f"{image_uid[p.image]}:{x0},{y0},{x1},{y1}"
-        patch_uid[p.id] = pu
+        pu = patch_uid(images[p.image].sha256, p.box)
+        p_uid[p.id] = pu
         patch_rows.append({"uid": pu, "image_sha256": images[p.image].sha256, "x0": x0, "y0": y0, "x1": x1, "y1": y1})
 
     neuron_rows, sg_rows, of_rows, ex_rows = [], [], [], []
     for n in circuit.neurons:
-        nu = neuron_uid(n.layer, n.index)
+        nu = nu_of(n.layer, n.index)
         neuron_rows.append({"uid": nu, "model": muid, "layer": n.layer, "index": int(n.index)})
         for g in n.semantic_groups:
             su = sg_uid(n.layer, n.index, g.id)
@@ -211,9 +181,9 @@ def circuit_rows(circuit: Circuit) -> CircuitRows:
                             "size": len(g.patches), "mean_activation": float(g.mean_activation)})
             of_rows.append({"a": su, "b": nu})
             for rank, pid in enumerate(g.patches):
-                ex_rows.append({"a": su, "b": patch_uid[pid], "rank": rank})
+                ex_rows.append({"a": su, "b": p_uid[pid], "rank": rank})
 
-    contrib_rows = [{"a": neuron_uid(e.child_layer, e.child_index),
+    contrib_rows = [{"a": nu_of(e.child_layer, e.child_index),
                      "b": sg_uid(e.parent_layer, e.parent_index, e.parent_group),
                      "run": uid, "weight": float(e.weight), "score": float(e.score)} for e in circuit.edges]
 
@@ -225,28 +195,28 @@ def circuit_rows(circuit: Circuit) -> CircuitRows:
                         "label": g.label, "caption": g.caption})
         for idx, j in g.members:
             member_rows.append({"a": gu, "b": sg_uid(g.layer, idx, j)})
-    feeds_rows = [{"a": ng_uid(e.child_layer, e.child_group), "b": ng_uid(e.parent_layer, e.parent_group),
-                   "run": uid, "weight": float(e.weight)} for e in circuit.group_edges]
+    feeds_rows = [{"a": ng_uid(e.child_layer, e.child_group), "b": ng_uid(e.parent_layer, e.parent_group), "run": uid,
+                   "uid": feeds_uid(uid, e.child_layer, e.child_group, e.parent_layer, e.parent_group),
+                   "weight": float(e.weight)} for e in circuit.group_edges]
 
     by_uid: Callable[[dict[str, Any]], Any] = lambda r: r["uid"]  # noqa: E731
     ends: Callable[[dict[str, Any]], Any] = lambda r: (r["a"], r["b"])  # noqa: E731
     nodes = {
         "Model": [{"uid": muid, "name": circuit.model.name, "weights_sha256": circuit.model.weights_sha256}],
-        "Class": [{"uid": class_uid, "name": class_name}],
-        "Layer": [{"uid": layer_uid[name], "model": muid, "name": name, "depth": d} for d, name in enumerate(layers)],
-        "Image": _dedupe(({"uid": image_uid[i], "sha256": im.sha256, "path": im.path} for i, im in images.items()), by_uid),
+        "Class": [{"uid": cls_uid, "name": class_name}],
+        "Layer": [{"uid": layer_uids[name], "model": muid, "name": name, "depth": d} for d, name in enumerate(layers)],
+        "Image": _dedupe(({"uid": img_uid[i], "sha256": im.sha256, "path": im.path} for i, im in images.items()), by_uid),
         "Patch": _dedupe(patch_rows, by_uid),
         "Neuron": _dedupe(neuron_rows, by_uid),
         "SemanticGroup": _dedupe(sg_rows, by_uid),
         "NeuronGroup": _dedupe(ng_rows, by_uid),
     }
     rels = {
-        "HAS_LAYER": [{"a": muid, "b": layer_uid[name]} for name in layers],
-        "HAS_NEURON": _dedupe(({"a": layer_uid[r["layer"]], "b": r["uid"]} for r in nodes["Neuron"]), ends),
-        "CROPPED_FROM": _dedupe(({"a": pu, "b": image_uid[p.image]} for p, pu in
-                                 ((p, patch_uid[p.id]) for p in circuit.patches)), ends),
+        "HAS_LAYER": [{"a": muid, "b": layer_uids[name]} for name in layers],
+        "HAS_NEURON": _dedupe(({"a": layer_uids[r["layer"]], "b": r["uid"]} for r in nodes["Neuron"]), ends),
+        "CROPPED_FROM": _dedupe(({"a": p_uid[p.id], "b": img_uid[p.image]} for p in circuit.patches), ends),
         "OF_MODEL": [{"a": uid, "b": muid}],
-        "EXPLAINS": [{"a": uid, "b": class_uid}],
+        "EXPLAINS": [{"a": uid, "b": cls_uid}],
         "HAS_GROUP": [{"a": uid, "b": r["uid"]} for r in nodes["NeuronGroup"]],
         "OF": _dedupe(of_rows, ends),
         "CONTRIBUTES": _dedupe(contrib_rows, ends),
@@ -346,6 +316,8 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
             detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
             raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
                              f"deleting runs in {store.display_url}? Ingest it again")
+    from neurflow_graph.store.paths import write_best_paths  # B2 (issue 8 item 3): best paths per group
+    write_best_paths(store=store, circuit=circuit, run_uid=uid)
     store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
     recompute_latest(store=store, pairs=[(rows.run["model"], rows.run["class_name"])])
     if checkpoint:
