@@ -56,6 +56,7 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     from neurflow_graph.extraction import ExtractParams, extract_circuit
     from neurflow_graph.models.registry import load_model
     from neurflow_graph.store.ingest import ingest_circuit, model_uid
+    from neurflow_graph.store.mosaics import record_mosaics
     from neurflow_graph.store.url import open_store
 
     if per_class < 2:
@@ -98,6 +99,7 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     with open_store(store_url) as store:
         for name, circuit in circuits.items():
             result.run_uids[name] = ingest_circuit(store=store, circuit=circuit)
+            record_mosaics(store=store, run_uid=result.run_uids[name], run_dir=result.run_dirs[name])
         result.timing["ingest"] = time.perf_counter() - t
         echo(f"ingested {len(circuits)} circuits into {store.display_url}")
         t = time.perf_counter()

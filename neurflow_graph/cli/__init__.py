@@ -14,7 +14,7 @@ import sys
 import click
 
 from neurflow_graph import __version__
-from neurflow_graph.errors import NeurflowError
+from neurflow_graph.errors import Interrupted, NeurflowError, device_memory_error, os_error
 
 # command name -> module under neurflow_graph.cli
 COMMANDS: dict[str, str] = {
@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "store": "store",
     "demo": "demo",
+    "exemplars": "exemplars",
+    "draw": "draw",
 }
 
 
@@ -43,11 +45,40 @@ class LazyGroup(click.Group):
         return importlib.import_module(f"neurflow_graph.cli.{module}").command
 
     def invoke(self, ctx: click.Context):
+        """Run the command; every failure a user can meet becomes one line and an exit code.
+
+        Project errors print ``Error: <message>`` (their ``exit_code``: 2 input, 3 environment);
+        OSErrors and out-of-memory errors that reach here are wrapped the same way (naming the
+        file or the device); Ctrl-C prints how to continue and exits 130. Anything else is a bug
+        and keeps its traceback. See docs/errors.md."""
         try:
             return super().invoke(ctx)
         except NeurflowError as e:
-            click.echo(f"Error: {e}", err=True)
-            ctx.exit(e.exit_code)
+            _fail(ctx, e)
+        except KeyboardInterrupt:
+            _fail(ctx, Interrupted(INTERRUPT_HINTS.get(ctx.invoked_subcommand or "", "interrupted")))
+        except OSError as e:
+            _fail(ctx, os_error(e))
+        except (RuntimeError, MemoryError) as e:
+            wrapped = device_memory_error(e)
+            if wrapped is None:
+                raise
+            _fail(ctx, wrapped)
+
+
+# What Ctrl-C prints per command when the command itself does not say more (`extract` names the
+# layer to resume from). Every write is idempotent, so "rerun" is always safe.
+INTERRUPT_HINTS: dict[str, str] = {
+    "ingest": "interrupted; rerun the same ingest to finish (an unfinished run stays 'ingesting', "
+              "never visible as complete)",
+    "demo": "interrupted; rerun the same demo to continue (finished layers and runs are kept)",
+}
+
+
+def _fail(ctx: click.Context, e: NeurflowError) -> None:
+    message = str(e).replace("\n", " ")
+    click.echo(message if isinstance(e, Interrupted) else f"Error: {message}", err=True)
+    ctx.exit(e.exit_code)
 
 
 @click.group(cls=LazyGroup)

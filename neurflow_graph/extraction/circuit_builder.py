@@ -407,6 +407,9 @@ def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params
         circuit = assemble_circuit(model=model, images=images, class_index=class_index, params=params,
                                    layer_results=results, phi=phi, plan=source.plan, timer=timer)
     if run_dir is not None:
+        from neurflow_graph.viz.exemplars import write_exemplars
+
+        write_exemplars(circuit=circuit, run_dir=run_dir)  # before circuit.json: a finished run has its mosaics
         circuit.save(run_dir)
     return circuit
 

@@ -381,6 +381,10 @@ def ingest_runs(*, store: Any, runs: Sequence[tuple[Path, Circuit]], force: bool
         for d, circuit in runs:
             res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=False)
             res.source = d
+            # exemplar mosaic references (engineer D, issue 9): also for skipped runs, after `exemplars` rebuilt them
+            from neurflow_graph.store.mosaics import record_mosaics
+
+            record_mosaics(store=store, run_uid=res.uid, run_dir=d)
             results.append(res)
             if on_result is not None:
                 on_result(res)

@@ -1,0 +1,112 @@
+"""A class circuit as plain data for pictures: neuron groups (nodes) and FEEDS weights (edges).
+
+Built from the rows of two library queries, ``class_circuit`` (one row per group: members, label,
+concept, purity, weighted parent groups) and ``circuit_groups`` (each group's mosaic reference), so a
+drawing shows exactly what the store holds. :func:`prune` keeps edges by ``|weight|`` and top-N per parent, then the groups
+that still reach the logit group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+NodeKey = tuple[str, int]  # (layer, group id)
+
+
+@dataclass(frozen=True)
+class GroupNode:
+    layer: str
+    depth: int
+    gid: int
+    label: str | None = None
+    concept: str | None = None
+    purity: float | None = None
+    members: tuple[tuple[int, int], ...] = ()
+    mosaic: str | None = None
+    mosaic_sha256: str | None = None
+
+    @property
+    def key(self) -> NodeKey:
+        return (self.layer, self.gid)
+
+    @property
+    def name(self) -> str:
+        """What a picture calls the group: its label, else its concept (prefix ``kind:`` dropped), else ``layer/gid``."""
+        if self.label:
+            return self.label
+        if self.concept:
+            return str(self.concept).split(":", 1)[-1]
+        return f"{self.layer}/{self.gid}"
+
+
+@dataclass(frozen=True)
+class GroupEdge:
+    child: NodeKey
+    parent: NodeKey
+    weight: float
+
+
+@dataclass
+class CircuitGraph:
+    run: str
+    model: str
+    class_name: str
+    layers: list[str]  # top (logit) -> bottom, the layers that hold groups
+    nodes: dict[NodeKey, GroupNode] = field(default_factory=dict)
+    edges: list[GroupEdge] = field(default_factory=list)
+
+    def layer_of_depth(self) -> dict[str, int]:
+        return {n.layer: n.depth for n in self.nodes.values()}
+
+
+def parse_parent(text: str) -> NodeKey:
+    """``'layer/gid'`` (class_circuit's ``parents``) -> ``(layer, gid)``."""
+    layer, _, gid = str(text).rpartition("/")
+    return layer, int(gid)
+
+
+def from_rows(*, groups: Sequence[Mapping[str, Any]], circuit: Sequence[Mapping[str, Any]]) -> CircuitGraph:
+    """The graph of one run from its ``circuit_groups`` rows (mosaics, model, class) and its
+    ``class_circuit`` rows (one per group: members, label, concept, purity, parents and weights)."""
+    if not groups or not circuit:
+        raise ValueError("no groups: the run holds no neuron group")
+    first = groups[0]
+    mosaic = {(r["layer"], int(r["group_id"])): (r.get("mosaic"), r.get("mosaic_sha256")) for r in groups}
+    nodes: dict[NodeKey, GroupNode] = {}
+    edges: list[GroupEdge] = []
+    for r in circuit:
+        key = (r["layer"], int(r["group_id"]))
+        m, sha = mosaic.get(key, (None, None))
+        nodes[key] = GroupNode(layer=r["layer"], depth=int(r["depth"]), gid=int(r["group_id"]), label=r.get("label"),
+                               concept=r.get("concept"), purity=r.get("purity"),
+                               members=tuple((int(a), int(b)) for a, b in (r.get("members") or [])),
+                               mosaic=m, mosaic_sha256=sha)
+        for parent, w in zip(r.get("parents") or [], r.get("weights") or []):
+            edges.append(GroupEdge(child=key, parent=parse_parent(parent), weight=float(w)))
+    layers = [layer for layer, _ in sorted({(n.layer, n.depth) for n in nodes.values()}, key=lambda t: t[1])]
+    return CircuitGraph(run=first["run"], model=first["model"], class_name=first["class_name"], layers=layers,
+                        nodes=nodes, edges=edges)
+
+
+def prune(graph: CircuitGraph, *, min_weight: float = 0.0, top: int | None = None) -> CircuitGraph:
+    """Edges with ``|weight| >= min_weight``, at most ``top`` per parent group (largest ``|weight|``;
+    ties by child key); then only the groups with a path to the logit layer's groups."""
+    if min_weight < 0:
+        raise ValueError(f"min_weight must be >= 0, got {min_weight}")
+    if top is not None and top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    kept = [e for e in graph.edges if abs(e.weight) >= min_weight]
+    if top is not None:
+        by_parent: dict[NodeKey, list[GroupEdge]] = {}
+        for e in kept:
+            by_parent.setdefault(e.parent, []).append(e)
+        kept = [e for es in by_parent.values() for e in sorted(es, key=lambda e: (-abs(e.weight), e.child))[:top]]
+    top_layer = graph.layers[0]
+    reach = {k for k in graph.nodes if k[0] == top_layer}
+    for layer in graph.layers[1:]:  # edges join adjacent layers: one pass top-down suffices
+        reach |= {e.child for e in kept if e.child[0] == layer and e.parent in reach}
+    edges = [e for e in kept if e.child in reach and e.parent in reach]
+    edges.sort(key=lambda e: (graph.nodes[e.parent].depth, e.parent[1], e.child[1]))
+    return replace(graph, nodes={k: v for k, v in graph.nodes.items() if k in reach}, edges=edges)
