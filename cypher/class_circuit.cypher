@@ -1,22 +1,41 @@
 // name: class_circuit
-// purpose: A class's circuit: its layers, neuron groups (member neurons) and weighted FEEDS edges to parent groups.
+// purpose: A class's circuit, one row per neuron group: its members, annotations and weighted parent groups.
 // param: model string            -- model name or Model uid
-// param: class string            -- class name
-// param: run string = null       -- a run uid; null: the latest complete run of (model, class)
-// columns: run, depth, layer, group_id, label, concept, n_members, neurons, parent_layer, parent_group, weight
-// One row per (group, parent group) edge, weight = W(child, parent) of Section 3.5 (signed). The
-// logit group, which feeds nothing, has one row with null parent columns. n_members counts member
-// semantic groups; neurons lists the distinct member neuron indices.
+// param: class string            -- class name (or class index)
+// param: run string = null       -- a run uid or unique prefix; null: the latest complete run of (model, class)
+// param: source string = null    -- annotation source for label/concept/purity; null: user > mllm:* > ground_truth
+// columns: run, depth, layer, group_id, label, concept, purity, n_members, members, neurons, parents, weights, flows
+// members lists the group's semantic groups as [neuron index, j] (by neuron, then j); n_members = their
+// number; neurons the distinct member neuron indices. parents lists the groups it FEEDS as 'layer/group_id'
+// (by group id); weights their W(child, parent) of Section 3.5 (signed, as stored) and flows the normalised
+// flow W / Σ|W| into that parent (each parent's incoming |flow| sums to 1). The logit group feeds nothing:
+// empty lists. label, concept and purity come from annotations (null where none).
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.class_name = $class
   AND (($run IS NULL AND r.latest = true) OR r.uid = $run)
-MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup)-[:HAS_MEMBER]->(s:SemanticGroup)-[:OF]->(n:Neuron)
-WITH m, r, g, s, n ORDER BY n.index
-WITH m, r, g, count(DISTINCT s) AS n_members, collect(DISTINCT n.index) AS neurons
-MATCH (m)-[:HAS_LAYER]->(l:Layer {name: g.layer})
+MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup)-[:HAS_MEMBER]->(s:SemanticGroup)
+WITH m, r, g, s ORDER BY s.neuron_index, s.j
+WITH m, r, g, collect([s.neuron_index, s.j]) AS members, collect(DISTINCT s.neuron_index) AS neurons
 OPTIONAL MATCH (g)-[f:FEEDS]->(p:NeuronGroup)
-RETURN r.uid AS run, l.depth AS depth, l.name AS layer, g.gid AS group_id, g.label AS label,
-       g.concept AS concept, n_members, neurons, p.layer AS parent_layer, p.gid AS parent_group,
-       f.weight AS weight
-ORDER BY depth, group_id, parent_group
+OPTIONAL MATCH (p)<-[fp:FEEDS]-(:NeuronGroup)
+WITH m, r, g, members, neurons, p, f, sum(abs(fp.weight)) AS inflow
+WITH m, r, g, members, neurons, p, f, inflow ORDER BY p.gid
+WITH m, r, g, members, neurons,
+     collect(CASE WHEN p IS NULL THEN null
+                  ELSE [p.layer + '/' + toString(p.gid), f.weight,
+                        CASE WHEN inflow > 0 THEN f.weight / inflow ELSE 0.0 END] END) AS ps
+OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(g)
+WHERE a.key IN ['label', 'concept', 'purity'] AND ($source IS NULL OR a.source = $source)
+WITH m, r, g, members, neurons, ps, a
+ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
+              WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
+WITH m, r, g, members, neurons, ps,
+     head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label,
+     head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept,
+     head(collect(CASE WHEN a.key = 'purity' THEN a.value END)) AS purity
+MATCH (m)-[:HAS_LAYER]->(l:Layer {name: g.layer})
+RETURN r.uid AS run, l.depth AS depth, l.name AS layer, g.gid AS group_id, label, concept, purity,
+       size(members) AS n_members, members, neurons, [x IN ps | x[0]] AS parents, [x IN ps | x[1]] AS weights,
+       [x IN ps | x[2]] AS flows
+ORDER BY depth, group_id

@@ -1,32 +1,47 @@
 // name: concept_paths_to_logit
-// purpose: FEEDS paths from a group (or every group) of a layer up to the class's logit group, ranked by |path strength|.
+// purpose: The strongest paths from a group (or every group) of a layer up to the class's logit group, on normalised flow.
 // param: model string            -- model name or Model uid
-// param: class string            -- class name
+// param: class string            -- class name (or class index)
 // param: layer string            -- layer of the start group(s)
 // param: group int = null        -- start group id at that layer; null: every group of the layer
-// param: run string = null       -- a run uid; null: the latest complete run of (model, class)
-// param: limit int = 25          -- at most this many paths
-// columns: run, start_group, path, labels, concepts, weights, strength, sign, abs_strength
-// Path strength = product of the FEEDS weights W along the path (signed). Paths are ranked by
-// |strength| (abs_strength, descending; ties by start_group) because a strongly inhibiting chain is as
-// important as an exciting one; strength keeps the sign and sign = sign(strength): +1 when the
-// path has an even number of negative edges (net excitatory), -1 when odd (net inhibitory).
-// path lists the groups bottom -> top as 'layer/group_id'; labels their labels (null if unlabelled), concepts
-// their ground-truth concepts (null when not scored).
+// param: run string = null       -- a run uid or unique prefix; null: the latest complete run of (model, class)
+// param: limit int = 25          -- at most this many paths (at most Run.paths_per_group per start group)
+// param: source string = null    -- annotation source for labels/concepts; null: user > mllm:* > ground_truth
+// columns: run, start_group, path, labels, concepts, flows, strength, sign, abs_strength
+// Path strength = product of the normalised flows f(C -> P) = W(C, P) / Σ|W| into P along the path: a
+// signed number in [-1, 1], |strength| = the share of the logit's inflow through this chain. sign = the
+// product of the hops' signs (+1: even number of inhibiting hops, -1: odd, 0: a zero hop). Ranked by
+// abs_strength descending, ties by start_group and path. The k-best paths are computed at ingest
+// (store/paths.py: dynamic programming over layers) and read here from each group's path_strength,
+// path_gids and path_flows lists, so the cost is the layer's groups x N, not the number of paths.
+// path lists the groups bottom -> top as 'layer/group_id'; labels / concepts their annotations.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.class_name = $class
   AND (($run IS NULL AND r.latest = true) OR r.uid = $run)
-MATCH (m)-[:HAS_LAYER]->(top:Layer {depth: 0})
 MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup {layer: $layer})
-WHERE $group IS NULL OR g.gid = $group
-MATCH p = (g)-[:FEEDS*]->(t:NeuronGroup {layer: top.name})
-WITH r, g, p, reduce(acc = 1.0, e IN relationships(p) | acc * e.weight) AS strength
-RETURN r.uid AS run, g.gid AS start_group,
-       [x IN nodes(p) | x.layer + '/' + toString(x.gid)] AS path,
-       [x IN nodes(p) | x.label] AS labels,
-       [x IN nodes(p) | x.concept] AS concepts,
-       [e IN relationships(p) | e.weight] AS weights,
-       strength, sign(strength) AS sign, abs(strength) AS abs_strength
-ORDER BY abs_strength DESC, start_group
+WHERE ($group IS NULL OR g.gid = $group) AND size(g.path_strength) > 0
+WITH r, g, size(g.path_gids) / size(g.path_strength) AS stride
+UNWIND range(0, size(g.path_strength) - 1) AS i
+WITH r, g, stride, i, g.path_strength[i] AS strength
+ORDER BY abs(strength) DESC, g.gid, i
 LIMIT $limit
+WITH r, g.gid AS start_group, stride, i, strength,
+     g.path_gids[i * stride .. (i + 1) * stride] AS gids,
+     g.path_flows[i * (stride - 1) .. (i + 1) * (stride - 1)] AS flows
+UNWIND range(0, stride - 1) AS j
+MATCH (x:NeuronGroup {run: r.uid, layer: r.layers[stride - 1 - j], gid: gids[j]})
+OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(x)
+WHERE a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
+WITH r, start_group, i, strength, flows, j, x, a
+ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
+              WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
+WITH r, start_group, i, strength, flows, j, x,
+     head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label,
+     head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept
+WITH r, start_group, i, strength, flows, j, x, label, concept ORDER BY j
+WITH r, start_group, i, strength, flows, collect(x.layer + '/' + toString(x.gid)) AS path,
+     collect([label]) AS labels, collect([concept]) AS concepts
+RETURN r.uid AS run, start_group, path, [v IN labels | v[0]] AS labels, [v IN concepts | v[0]] AS concepts,
+       flows, strength, sign(strength) AS sign, abs(strength) AS abs_strength
+ORDER BY abs_strength DESC, start_group, i

@@ -3,12 +3,14 @@
 // param: model string            -- model name or Model uid
 // param: class_a string          -- first class name
 // param: class_b string          -- second class name
-// param: run_a string = null     -- run uid for class_a; null: its latest complete run
-// param: run_b string = null     -- run uid for class_b; null: its latest complete run
+// param: run_a string = null     -- run uid (or unique prefix) for class_a; null: its latest complete run
+// param: run_b string = null     -- run uid (or unique prefix) for class_b; null: its latest complete run
 // param: min_shared int = 1      -- keep pairs sharing at least this many neurons
 // param: limit int = 100         -- at most this many pairs
+// param: source string = null    -- annotation source for labels/concepts; null: user > mllm:* > ground_truth
 // columns: layer, group_a, group_b, label_a, label_b, concept_a, concept_b, size_a, size_b, shared, jaccard
 // size_* and shared count distinct neurons; jaccard = shared / (size_a + size_b - shared).
+// label_* / concept_* come from annotations (null where none).
 // Strongest first: jaccard, then shared (both descending), then layer, group_a, group_b.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (ra:Run)-[:OF_MODEL]->(m)
@@ -23,8 +25,25 @@ MATCH (rb)-[:HAS_GROUP]->(gb:NeuronGroup {layer: ga.layer})-[:HAS_MEMBER]->(:Sem
 WITH ga, na, gb, collect(DISTINCT n) AS nb
 WITH ga, gb, size(na) AS size_a, size(nb) AS size_b, size([x IN na WHERE x IN nb]) AS shared
 WHERE shared >= $min_shared
-RETURN ga.layer AS layer, ga.gid AS group_a, gb.gid AS group_b, ga.label AS label_a,
-       gb.label AS label_b, ga.concept AS concept_a, gb.concept AS concept_b, size_a, size_b, shared,
-       toFloat(shared) / (size_a + size_b - shared) AS jaccard
-ORDER BY jaccard DESC, shared DESC, layer, group_a, group_b
+WITH ga, gb, size_a, size_b, shared, toFloat(shared) / (size_a + size_b - shared) AS jaccard
+ORDER BY jaccard DESC, shared DESC, ga.layer, ga.gid, gb.gid
 LIMIT $limit
+OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(ga)
+WHERE a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
+WITH ga, gb, size_a, size_b, shared, jaccard, a
+ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
+              WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
+WITH ga, gb, size_a, size_b, shared, jaccard,
+     head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label_a,
+     head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept_a
+OPTIONAL MATCH (b:Annotation)-[:ANNOTATES]->(gb)
+WHERE b.key IN ['label', 'concept'] AND ($source IS NULL OR b.source = $source)
+WITH ga, gb, size_a, size_b, shared, jaccard, label_a, concept_a, b
+ORDER BY CASE WHEN b.source = 'user' THEN 0 WHEN b.source STARTS WITH 'mllm:' THEN 1
+              WHEN b.source = 'ground_truth' THEN 2 ELSE 3 END, b.created_at DESC
+WITH ga, gb, size_a, size_b, shared, jaccard, label_a, concept_a,
+     head(collect(CASE WHEN b.key = 'label' THEN b.value END)) AS label_b,
+     head(collect(CASE WHEN b.key = 'concept' THEN b.value END)) AS concept_b
+RETURN ga.layer AS layer, ga.gid AS group_a, gb.gid AS group_b, label_a, label_b, concept_a, concept_b,
+       size_a, size_b, shared, jaccard
+ORDER BY jaccard DESC, shared DESC, layer, group_a, group_b

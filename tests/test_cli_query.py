@@ -149,8 +149,9 @@ def test_query_parameters_are_data(cli_world):
     c = circuits[NASTY][0]
     assert rows and {r["run"] for r in rows} == {circuits[NASTY][1]}
     assert {(r["layer"], r["group_id"]) for r in rows} == {(g.layer, g.id) for g in c.neuron_groups}
-    res = _invoke(store, "query", "class_circuit", "-p", "model=synthnet", "-p", 'class=x"}) DETACH DELETE n //')
-    assert res.exit_code == 0 and res.output.strip() == "(no rows)"
+    line = _one_error_line(_invoke(store, "query", "class_circuit", "-p", "model=synthnet",
+                                   "-p", 'class=x"}) DETACH DELETE n //'))
+    assert "unknown class 'x\"}) DETACH DELETE n //'" in line
     assert _counts(store) == before
 
 
@@ -304,3 +305,90 @@ def test_commands_open_the_store_named_by_url(embedded_dir, tmp_path):
     assert res.exit_code == 0, res.output
     g = nx.node_link_graph(json.loads((tmp_path / "e.json").read_text()), edges="edges")
     assert sum(a["kind"] == "NeuronGroup" for _, a in g.nodes(data=True)) == len(c.neuron_groups)
+
+
+# ---- names: run prefixes, checked filters, missing parameters, export to stdout ------------------------
+def test_cypher_missing_parameter_is_named(cli_world):
+    store, _ = cli_world
+    line = _one_error_line(_invoke(store, "cypher", "MATCH (n) WHERE n.a = $a AND n.c = $c RETURN n // $z",
+                                   "-p", "a=1"))
+    assert "$c" in line and "-p c=VALUE" in line and "$a" not in line and "$z" not in line
+
+
+def test_cypher_run_typed_parameter_takes_a_prefix(cli_world):
+    store, circuits = cli_world
+    uid = circuits["dog"][1]
+    res = _invoke(store, "cypher", "MATCH (r:Run {uid: $r}) RETURN r.class_name AS c", "-p", f"r:run={uid[:8]}",
+                  "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == [{"c": "dog"}]
+    assert "no run 'zzzz'" in _one_error_line(_invoke(store, "cypher", "RETURN $r AS r", "-p", "r:run=zzzz"))
+
+
+def test_query_takes_a_run_prefix_and_rejects_unknown_names(cli_world):
+    store, circuits = cli_world
+    c, uid = circuits["cat"]
+    res = _invoke(store, "query", "class_circuit", "-p", "model=synthnet", "-p", "class=0", "-p", f"run={uid[:7]}",
+                  "--format", "json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert {r["run"] for r in rows} == {uid} and len(rows) == len(c.neuron_groups)
+    for args, needle in [(["-p", "model=synthnt", "-p", "class=cat"], "did you mean 'synthnet'"),
+                         (["-p", "model=synthnet", "-p", "class=Bee"], "unknown class 'Bee'"),
+                         (["-p", "model=synthnet", "-p", "class=cat", "-p", "run=0000000"], "no run '0000000'")]:
+        assert needle in _one_error_line(_invoke(store, "query", "class_circuit", *args))
+
+
+def test_csv_and_json_keep_full_precision(cli_world):
+    store, circuits = cli_world
+    c, _ = circuits["cat"]
+    want = sorted(e.weight for e in c.group_edges)
+    for fmt in ("csv", "json"):
+        res = _invoke(store, "cypher", "MATCH (g:NeuronGroup {run: $r})-[f:FEEDS]->() RETURN f.weight AS w",
+                      "-p", f"r={circuits['cat'][1]}", "--format", fmt)
+        assert res.exit_code == 0, res.output
+        got = ([float(x) for x in res.output.split()[1:]] if fmt == "csv"
+               else [r["w"] for r in json.loads(res.output)])
+        # FalkorDB sends doubles with 15 significant digits; the table would show 6
+        assert all(math.isclose(a, b, rel_tol=1e-14) for a, b in zip(sorted(got), want)) and len(got) == len(want)
+
+
+def test_runs_filters_are_checked(cli_world):
+    store, circuits = cli_world
+    uid = circuits["dog"][1]
+    res = _invoke(store, "runs", "--run", uid[:6], "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert [r["uid"] for r in json.loads(res.output)] == [uid]
+    res = _invoke(store, "runs", "--model", "synthnet", "--class", "1", "--format", "json")
+    assert [r["uid"] for r in json.loads(res.output)] == [uid]
+    assert "did you mean 'dog'" in _one_error_line(_invoke(store, "runs", "--class", "dgo"))
+    assert "unknown model 'nope'" in _one_error_line(_invoke(store, "runs", "--model", "nope"))
+
+
+def test_export_to_standard_output_with_a_prefix(cli_world, tmp_path, monkeypatch):
+    store, circuits = cli_world
+    c, uid = circuits["dog"]
+    monkeypatch.chdir(tmp_path)
+    res = _invoke(store, "export", "--run", uid[:5], "--format", "json", "-")
+    assert res.exit_code == 0, res.output
+    g = nx.node_link_graph(json.loads(res.stdout), edges="edges")
+    assert g.graph["run"] == uid and "standard output" in res.stderr
+    assert sum(a["kind"] == "NeuronGroup" for _, a in g.nodes(data=True)) == len(c.neuron_groups)
+    assert not (tmp_path / "-").exists()
+    res = _invoke(store, "export", "--run", uid[:5], "--format", "graphml", "-")
+    assert nx.read_graphml(io.BytesIO(res.stdout_bytes)).number_of_nodes() == g.number_of_nodes()
+
+
+def test_delete_run_takes_a_unique_prefix(embedded_dir):
+    from neurflow_graph.store.url import open_store
+
+    c = synthetic_circuit(class_index=4, class_name="eel", model_name="solo", seed=2, widths=(10, 24, 24, 16))
+    with open_store(f"embedded:{embedded_dir}") as s:
+        uid = ingest_circuit(store=s, circuit=c)
+    url = ["--store", f"embedded:{embedded_dir}"]
+    line = _one_error_line(CliRunner().invoke(cli, ["delete-run", "f" if uid[0] != "f" else "0", *url]))
+    assert "no run" in line
+    res = CliRunner().invoke(cli, ["delete-run", uid[:4], *url])
+    assert res.exit_code == 0 and f"deleted run {uid}" in res.output, res.output
+    res = CliRunner().invoke(cli, ["cypher", "MATCH (r:Run) RETURN count(r) AS n", "--format", "csv", *url])
+    assert res.output.split() == ["n", "0"]

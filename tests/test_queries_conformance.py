@@ -9,8 +9,8 @@ Expected results are computed from the Circuit objects only, never from the stor
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -19,7 +19,9 @@ import pytest
 
 from neurflow_graph.circuit import Circuit
 from neurflow_graph.errors import QueryError
+from neurflow_graph.identity import neuron_group_uid
 from neurflow_graph.queries.library import run_query
+from neurflow_graph.queries.names import UnknownNameError
 from neurflow_graph.store.ingest import ingest_circuit
 from neurflow_graph.synthetic import synthetic_circuit
 
@@ -69,26 +71,64 @@ class World:
 
 
 def _circuit(model: str, index: int, name: str, *, seed: int = 0, created: str = "2026-02-01T00:00:00+00:00"):
-    c = synthetic_circuit(class_index=index, class_name=name, model_name=model, seed=seed,
-                          created_at=created, widths=(10, 24, 24, 16))
-    # annotate some groups (as ground-truth scoring and MLLM labelling do) so label/concept columns are checked
-    groups = [dataclasses.replace(g, concept=f"texture:{g.layer}-{g.id}" if g.id % 2 == 0 else None,
-                                  label=f"{name} {g.layer} {g.id}" if g.id % 3 == 0 else None)
-              for g in c.neuron_groups]
-    return dataclasses.replace(c, neuron_groups=groups)
+    return synthetic_circuit(class_index=index, class_name=name, model_name=model, seed=seed,
+                             created_at=created, widths=(10, 24, 24, 16))
+
+
+def annotations_of(c: Circuit) -> list[tuple[str, int, str, object, str]]:
+    """(layer, gid, key, value, source) for some groups, as ground-truth scoring and labelling write them:
+    concepts from ground truth on even groups, a machine label on every third, a user label overriding
+    it on every sixth (the default preference is user > mllm:* > ground_truth)."""
+    out = []
+    for g in c.neuron_groups:
+        if g.id % 2 == 0:
+            out += [(g.layer, g.id, "concept", f"texture:{g.layer}-{g.id}", "ground_truth"),
+                    (g.layer, g.id, "purity", 0.5 + g.id / 100, "ground_truth")]
+        if g.id % 3 == 0:
+            out.append((g.layer, g.id, "label", f"{c.class_.name} {g.layer} {g.id}", "mllm:test"))
+        if g.id % 6 == 0:
+            out.append((g.layer, g.id, "label", f"user {g.layer} {g.id}", "user"))
+    return out
+
+
+def expected_annotation(c: Circuit, layer: str, gid: int, key: str, source: str | None = None):
+    rank = {"user": 0, "ground_truth": 2}
+    found = [(rank.get(src, 1), v) for lay, g, k, v, src in annotations_of(c)
+             if (lay, g, k) == (layer, gid, key) and (source is None or src == source)]
+    return min(found, key=lambda x: x[0])[1] if found else None
+
+
+def _annotate(store, c: Circuit, uid: str) -> None:
+    try:
+        from neurflow_graph.annotations import make_annotation
+        from neurflow_graph.store.annotations import write_annotations
+    except ImportError:  # TEMPORARY until B1's annotation layer lands
+        for layer, gid, key, value, source in annotations_of(c):
+            t = neuron_group_uid(uid, layer, gid)
+            store.write("MATCH (g:NeuronGroup {uid: $t}) CREATE (:Annotation {uid: $u, target: $t, key: $k, value: $v, "
+                        "source: $s, created_at: '2026'})-[:ANNOTATES]->(g)",
+                        {"t": t, "u": f"{t}|{key}|{source}", "k": key, "v": value, "s": source})
+        return
+
+    write_annotations(store=store, annotations=[
+        make_annotation(target=neuron_group_uid(uid, layer, gid), target_label="NeuronGroup", key=key, value=value,
+                        source=source) for layer, gid, key, value, source in annotations_of(c)])
 
 
 def _build_world(store) -> World:
     w = World(store=store)
     old = _circuit("synthnet", 0, "cat", seed=99, created="2026-01-01T00:00:00+00:00")
     w.run_uid[id(old)] = ingest_circuit(store=store, circuit=old)
+    _annotate(store, old, w.run_uid[id(old)])
     w.old = old
     for index, name in CLASSES:
         c = _circuit("synthnet", index, name)
         w.run_uid[id(c)] = ingest_circuit(store=store, circuit=c)
+        _annotate(store, c, w.run_uid[id(c)])
         w.latest[("synthnet", name)] = c
     c = _circuit("othernet", 0, "cat")
     w.run_uid[id(c)] = ingest_circuit(store=store, circuit=c)
+    _annotate(store, c, w.run_uid[id(c)])
     w.latest[("othernet", "cat")] = c
     # a newer run of dog whose ingestion dies just before it completes: it must stay invisible
     partial = _circuit("synthnet", 1, "dog", seed=7, created="2026-03-01T00:00:00+00:00")
@@ -148,19 +188,31 @@ def _close(a, b) -> bool:
 
 
 # ---- 1. class_circuit -----------------------------------------------------------------------
-def oracle_class_circuit(c: Circuit, run: str) -> list[dict]:
-    depth, members = depth_of(c), group_neurons(c)
+def flows_of(c: Circuit) -> dict[tuple, float]:
+    """Normalised flow W / Σ|W| into the parent group, per (child layer, child gid, parent layer, parent gid)."""
+    inflow: dict[tuple, float] = defaultdict(float)
+    for e in c.group_edges:
+        inflow[(e.parent_layer, e.parent_group)] += abs(e.weight)
+    return {(e.child_layer, e.child_group, e.parent_layer, e.parent_group): e.weight / inflow[(e.parent_layer, e.parent_group)]
+            for e in c.group_edges}
+
+
+def oracle_class_circuit(c: Circuit, run: str, source: str | None = None) -> list[dict]:
+    depth, members, flows = depth_of(c), group_neurons(c), flows_of(c)
     rows = []
     for g in c.neuron_groups:
-        base = {"run": run, "depth": depth[g.layer], "layer": g.layer, "group_id": g.id, "label": g.label,
-                "concept": g.concept, "n_members": len({tuple(m) for m in g.members}),
-                "neurons": sorted(members[(g.layer, g.id)])}
-        out = [e for e in c.group_edges if (e.child_layer, e.child_group) == (g.layer, g.id)]
-        if not out:
-            rows.append({**base, "parent_layer": None, "parent_group": None, "weight": None})
-        rows += [{**base, "parent_layer": e.parent_layer, "parent_group": e.parent_group, "weight": e.weight}
-                 for e in out]
-    return sorted(rows, key=lambda r: (r["depth"], r["group_id"], -1 if r["parent_group"] is None else r["parent_group"]))
+        out = sorted((e for e in c.group_edges if (e.child_layer, e.child_group) == (g.layer, g.id)),
+                     key=lambda e: e.parent_group)
+        rows.append({"run": run, "depth": depth[g.layer], "layer": g.layer, "group_id": g.id,
+                     "label": expected_annotation(c, g.layer, g.id, "label", source),
+                     "concept": expected_annotation(c, g.layer, g.id, "concept", source),
+                     "purity": expected_annotation(c, g.layer, g.id, "purity", source),
+                     "n_members": len(g.members), "members": sorted(list(m) for m in g.members),
+                     "neurons": sorted(members[(g.layer, g.id)]),
+                     "parents": [f"{e.parent_layer}/{e.parent_group}" for e in out],
+                     "weights": [e.weight for e in out],
+                     "flows": [flows[(e.child_layer, e.child_group, e.parent_layer, e.parent_group)] for e in out]})
+    return sorted(rows, key=lambda r: (r["depth"], r["group_id"]))
 
 
 @pytest.mark.parametrize("model, cls", [("synthnet", "cat"), ("synthnet", NASTY), ("othernet", "cat")])
@@ -176,14 +228,24 @@ def test_class_circuit_reads_an_older_run_by_uid(world):
     approx_rows(rows, oracle_class_circuit(world.old, uid))
 
 
-def test_incomplete_run_is_invisible_even_by_uid(world):
+def test_class_circuit_picks_an_annotation_source(world):
+    c = world.latest[("synthnet", "cat")]
+    for source in ("mllm:test", "ground_truth"):
+        rows = run_query(store=world.store, name="class_circuit",
+                         params={"model": "synthnet", "class": "cat", "source": source})
+        approx_rows(rows, oracle_class_circuit(c, world.uid(c), source))
+    assert any(r["label"] for r in rows) is False and any(r["concept"] for r in rows)
+
+
+def test_incomplete_run_is_refused_even_by_uid(world):
     uid = world.uid(world.partial)
     held = world.store.read("MATCH (s:SemanticGroup {run: $run}) RETURN count(s) AS c", {"run": uid})
     assert held[0]["c"] > 0, "the interrupted run should have left data behind"
-    assert run_query(store=world.store, name="shared_neurons_by_layer",
-                     params={"model": "synthnet", "class_a": "cat", "class_b": "dog", "run_b": uid}) == []
-    assert run_query(store=world.store, name="class_circuit",
-                     params={"model": "synthnet", "class": "dog", "run": uid}) == []
+    with pytest.raises(UnknownNameError, match="not complete"):
+        run_query(store=world.store, name="shared_neurons_by_layer",
+                  params={"model": "synthnet", "class_a": "cat", "class_b": "dog", "run_b": uid})
+    with pytest.raises(UnknownNameError, match="not complete"):
+        run_query(store=world.store, name="class_circuit", params={"model": "synthnet", "class": "dog", "run": uid[:10]})
     rows = run_query(store=world.store, name="class_circuit", params={"model": "synthnet", "class": "dog"})
     dog = world.latest[("synthnet", "dog")]
     approx_rows(rows, oracle_class_circuit(dog, world.uid(dog)))
@@ -232,15 +294,13 @@ def _pairs_by_jaccard(ga: dict, gb: dict, *, same_layer: bool, min_shared: int) 
 
 
 def oracle_shared_groups(a: Circuit, b: Circuit, *, min_shared: int, limit: int) -> list[dict]:
-    label_a = {(g.layer, g.id): g.label for g in a.neuron_groups}
-    label_b = {(g.layer, g.id): g.label for g in b.neuron_groups}
-    concept_a = {(g.layer, g.id): g.concept for g in a.neuron_groups}
-    concept_b = {(g.layer, g.id): g.concept for g in b.neuron_groups}
     pairs = _pairs_by_jaccard(group_neurons(a), group_neurons(b), same_layer=True, min_shared=min_shared)
     pairs.sort(key=lambda p: (-p["jaccard"], -p["shared"], p["la"], p["ia"], p["ib"]))
-    return [{"layer": p["la"], "group_a": p["ia"], "group_b": p["ib"], "label_a": label_a[(p["la"], p["ia"])],
-             "label_b": label_b[(p["lb"], p["ib"])], "concept_a": concept_a[(p["la"], p["ia"])],
-             "concept_b": concept_b[(p["lb"], p["ib"])], "size_a": p["na"], "size_b": p["nb"],
+    return [{"layer": p["la"], "group_a": p["ia"], "group_b": p["ib"],
+             "label_a": expected_annotation(a, p["la"], p["ia"], "label"),
+             "label_b": expected_annotation(b, p["lb"], p["ib"], "label"),
+             "concept_a": expected_annotation(a, p["la"], p["ia"], "concept"),
+             "concept_b": expected_annotation(b, p["lb"], p["ib"], "concept"), "size_a": p["na"], "size_b": p["nb"],
              "shared": p["shared"], "jaccard": p["jaccard"]} for p in pairs[:limit]]
 
 
@@ -258,9 +318,14 @@ def test_shared_groups(world, pair, min_shared, limit):
 
 # ---- 4. concept_paths_to_logit -----------------------------------------------------------------
 def oracle_paths(c: Circuit, layer: str, group: int | None) -> list[tuple[list[str], float]]:
+    """Every path by networkx enumeration, strength = product of normalised flows (computed here)."""
     g = nx.DiGraph()
+    inflow: dict[tuple, float] = defaultdict(float)
     for e in c.group_edges:
-        g.add_edge((e.child_layer, e.child_group), (e.parent_layer, e.parent_group), weight=e.weight)
+        inflow[(e.parent_layer, e.parent_group)] += abs(e.weight)
+    for e in c.group_edges:
+        parent = (e.parent_layer, e.parent_group)
+        g.add_edge((e.child_layer, e.child_group), parent, flow=e.weight / inflow[parent])
     tops = [n for n in g if n[0] == c.model.layers[0]]
     starts = [(gr.layer, gr.id) for gr in c.neuron_groups if gr.layer == layer and (group is None or gr.id == group)]
     out = []
@@ -269,43 +334,38 @@ def oracle_paths(c: Circuit, layer: str, group: int | None) -> list[tuple[list[s
             if s not in g:
                 continue
             for path in nx.all_simple_paths(g, s, t):
-                strength = math.prod(g.edges[u, v]["weight"] for u, v in zip(path, path[1:]))
+                strength = math.prod(g.edges[u, v]["flow"] for u, v in zip(path, path[1:]))
                 out.append(([f"{lay}/{gid}" for lay, gid in path], strength))
+    out.sort(key=lambda p: (-abs(p[1]), [int(x.rsplit("/", 1)[1]) for x in p[0]]))
     return out
 
 
-@pytest.mark.parametrize("cls, layer, group", [("cat", "block1", None), ("dog", "block2", 0), (NASTY, "block1", 1)])
-def test_concept_paths_to_logit_all(world, cls, layer, group):
+@pytest.mark.parametrize("cls, layer, group, limit", [("cat", "block1", None, 32), ("dog", "block2", 0, 32),
+                                                      (NASTY, "block1", 1, 5), ("bee", "block1", None, 7)])
+def test_concept_paths_to_logit(world, cls, layer, group, limit):
     c = world.latest[("synthnet", cls)]
-    expected = oracle_paths(c, layer, group)
-    assert expected
+    expected = oracle_paths(c, layer, group)[:limit]
+    assert len(expected) > 1
     rows = run_query(store=world.store, name="concept_paths_to_logit",
-                     params={"model": "synthnet", "class": cls, "layer": layer, "group": group, "limit": 100000})
-    assert len(rows) == len(expected)
-    got = sorted((tuple(r["path"]), r["strength"]) for r in rows)
-    for (pg, sg), (pe, se) in zip(got, sorted((tuple(p), s) for p, s in expected)):
-        assert pg == pe and math.isclose(sg, se, rel_tol=1e-9)
-    weights = {(e.child_layer, e.child_group, e.parent_layer, e.parent_group): e.weight for e in c.group_edges}
-    concepts = {(g.layer, g.id): g.concept for g in c.neuron_groups}
+                     params={"model": "synthnet", "class": cls, "layer": layer, "group": group, "limit": limit})
+    assert [r["path"] for r in rows] == [p for p, _ in expected]
+    assert _close([r["strength"] for r in rows], [s for _, s in expected])
+    flows = flows_of(c)
     for r in rows:
         assert r["run"] == world.uid(c)
         assert r["sign"] == (1 if r["strength"] > 0 else -1 if r["strength"] < 0 else 0)
-        assert math.isclose(r["abs_strength"], abs(r["strength"]), rel_tol=1e-12)
-        nodes = [p.split("/") for p in r["path"]]
-        assert r["start_group"] == int(nodes[0][1])
-        exp_w = [weights[(a[0], int(a[1]), b[0], int(b[1]))] for a, b in zip(nodes, nodes[1:])]
-        assert _close(r["weights"], exp_w) and len(r["labels"]) == len(nodes)
-        assert r["concepts"] == [concepts[(a[0], int(a[1]))] for a in nodes]
-    ranks = [r["abs_strength"] for r in rows]
-    assert ranks == sorted(ranks, reverse=True)
+        assert -1 <= r["strength"] <= 1 and math.isclose(r["abs_strength"], abs(r["strength"]), rel_tol=1e-12)
+        nodes = [(p.rsplit("/", 1)[0], int(p.rsplit("/", 1)[1])) for p in r["path"]]
+        assert r["start_group"] == nodes[0][1]
+        assert _close(r["flows"], [flows[(a[0], a[1], b[0], b[1])] for a, b in zip(nodes, nodes[1:])])
+        assert r["labels"] == [expected_annotation(c, lay, gid, "label") for lay, gid in nodes]
+        assert r["concepts"] == [expected_annotation(c, lay, gid, "concept") for lay, gid in nodes]
 
 
-def test_concept_paths_to_logit_limit_keeps_the_strongest(world):
-    c = world.latest[("synthnet", "bee")]
-    expected = sorted((abs(s) for _, s in oracle_paths(c, "block1", None)), reverse=True)[:7]
-    rows = run_query(store=world.store, name="concept_paths_to_logit",
-                     params={"model": "synthnet", "class": "bee", "layer": "block1", "limit": 7})
-    assert _close([r["abs_strength"] for r in rows], expected)
+def test_concept_paths_to_logit_refuses_more_than_stored(world):
+    with pytest.raises(UnknownNameError, match="at most 32"):
+        run_query(store=world.store, name="concept_paths_to_logit",
+                  params={"model": "synthnet", "class": "cat", "layer": "block1", "limit": 33})
 
 
 # ---- 5. top_groups_per_layer -------------------------------------------------------------------
@@ -317,7 +377,9 @@ def oracle_top_groups(c: Circuit, top: int) -> list[dict]:
             out = [e.weight for e in c.group_edges if (e.child_layer, e.child_group) == (layer, g.id)]
             stats.append((sum(abs(w) for w in out), sum(out), len(out), g))
         stats.sort(key=lambda s: (-s[0], s[3].id))
-        rows += [{"depth": depth[layer], "layer": layer, "rank": i + 1, "group_id": g.id, "label": g.label,
+        rows += [{"depth": depth[layer], "layer": layer, "rank": i + 1, "group_id": g.id,
+                  "label": expected_annotation(c, layer, g.id, "label"),
+                  "concept": expected_annotation(c, layer, g.id, "concept"),
                   "out_abs_weight": a, "out_weight": w, "n_parents": n} for i, (a, w, n, g) in enumerate(stats[:top])]
     return rows
 
@@ -366,7 +428,9 @@ def oracle_classes_sharing(world: World, cls: str, layer: str, gid: int, min_sha
             shared = len(mine & theirs)
             if shared >= min_shared:
                 rows.append({"class_name": other.class_.name, "run": world.uid(other), "group_id": g.id,
-                             "label": g.label, "group_size": len(theirs), "shared": shared,
+                             "label": expected_annotation(other, layer, g.id, "label"),
+                             "concept": expected_annotation(other, layer, g.id, "concept"),
+                             "group_size": len(theirs), "shared": shared,
                              "jaccard": shared / len(mine | theirs)})
     rows.sort(key=lambda r: (-r["jaccard"], -r["shared"], r["class_name"], r["group_id"]))
     return rows
@@ -479,12 +543,52 @@ def test_parameters_are_data_not_cypher(world, evil):
                          ("hub_neurons", {"model": evil}),
                          ("shared_groups", {"model": "synthnet", "class_a": evil, "class_b": "cat"}),
                          ("dashboard_summary", {"model": evil})]:
-        assert run_query(store=world.store, name=name, params=params) == []
+        with pytest.raises(UnknownNameError):
+            run_query(store=world.store, name=name, params=params)
     assert _counts(world.store) == before
 
 
-def test_unknown_model_or_class_gives_no_rows_not_an_error(world):
-    assert run_query(store=world.store, name="top_groups_per_layer", params={"model": "nope", "class": "cat"}) == []
+@pytest.mark.parametrize("name, params, needle", [
+    ("top_groups_per_layer", {"model": "nope", "class": "cat"}, "unknown model 'nope'"),
+    ("top_groups_per_layer", {"model": "synthnett", "class": "cat"}, "did you mean 'synthnet'"),
+    ("class_circuit", {"model": "synthnet", "class": "Cat"}, "unknown class 'Cat' .*did you mean 'cat'"),
+    ("class_circuit", {"model": "synthnet", "class": "7"}, "unknown class '7'"),
+    ("concept_paths_to_logit", {"model": "synthnet", "class": "cat", "layer": "block9"}, "no layer 'block9'"),
+    ("concept_paths_to_logit", {"model": "synthnet", "class": "cat", "layer": "block1", "group": 99},
+     "no group 99: groups 0, 1"),
+    ("classes_sharing_group", {"model": "synthnet", "class": "cat", "layer": "block1", "group": 0, "run": "zz"},
+     "no run 'zz'"),
+    ("compare_models", {"model_a": "synthnet", "model_b": "othernet", "class": "dog"},
+     "unknown class 'dog' for model othernet"),
+    ("class_circuit", {"model": "synthnet", "class": "cat", "source": "mlm:test"}, "did you mean 'mllm:test'"),
+])
+def test_unknown_names_are_errors_with_close_matches(world, name, params, needle):
+    with pytest.raises(UnknownNameError, match=needle):
+        run_query(store=world.store, name=name, params=params)
+
+
+def test_class_by_index_and_run_by_prefix(world):
+    c = world.latest[("synthnet", "bee")]
+    rows = run_query(store=world.store, name="class_circuit", params={"model": "synthnet@random", "class": "2"})
+    approx_rows(rows, oracle_class_circuit(c, world.uid(c)))
+    old = world.uid(world.old)
+    rows = run_query(store=world.store, name="class_circuit", params={"model": "synthnet", "class": "cat", "run": old[:6]})
+    approx_rows(rows, oracle_class_circuit(world.old, old))
+    with pytest.raises(UnknownNameError, match="explains class 'cat', not 'dog'"):
+        run_query(store=world.store, name="class_circuit", params={"model": "synthnet", "class": "dog", "run": old})
+
+
+def test_a_run_prefix_matching_several_runs_lists_them(world):
+    from neurflow_graph.queries.names import resolve_run
+
+    uids = sorted(world.run_uid.values())
+    common = max((os.path.commonprefix([a, b]) for a in uids for b in uids if a != b), key=len)
+    assert common, "two of the world's runs should share a first digit"
+    pair = [u for u in uids if u.startswith(common)]
+    with pytest.raises(UnknownNameError, match=f"matches {len(pair)} runs") as e:
+        resolve_run(world.store, common)
+    assert all(u in str(e.value) for u in pair)
+    assert resolve_run(world.store, uids[0]) == uids[0]
 
 
 def test_bad_parameters_fail_before_the_store(world):

@@ -39,16 +39,34 @@ def infer_value(text: str) -> Any:
     return text
 
 
+class RunRef(str):
+    """A ``-p NAME:run=PREFIX`` value: a run uid or unique prefix, resolved against the store before the query runs."""
+
+
+_PARAM_REF_RE = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|`([^`]+)`)")
+
+
+def referenced_params(text: str) -> list[str]:
+    """The ``$names`` ``text`` uses, outside string literals, comments and `escaped` names (sorted)."""
+    masked = re.sub(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|//[^\n]*|/\*.*?\*/""", " ", text, flags=re.DOTALL)
+    return sorted({m.group(1) or m.group(2) for m in _PARAM_REF_RE.finditer(masked)})
+
+
 def typed_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``-p NAME=VALUE`` (inferred) or ``-p NAME:TYPE=VALUE`` (typed) -> parameters."""
+    """``-p NAME=VALUE`` (inferred) or ``-p NAME:TYPE=VALUE`` (typed) -> parameters.
+
+    The type ``run`` takes a run uid or a unique prefix of one (a :class:`RunRef`, resolved by
+    :func:`run_adhoc`)."""
     out: dict[str, Any] = {}
     for key, value in parse_assignments(items).items():
         name, sep, type_ = key.partition(":")
         name, type_ = name.strip(), type_.strip()
-        if sep:
+        if sep and type_ == "run":
+            out[name] = RunRef(value.strip())
+        elif sep:
             if not valid_type(type_):
                 raise QueryError(f"parameter {name}: unknown type {type_!r} "
-                                 "(use string, int, float, bool or list<...> of those)")
+                                 "(use string, int, float, bool, run or list<...> of the first four)")
             try:
                 out[name] = coerce_value(value, type_)
             except ValueError as e:
@@ -68,6 +86,14 @@ def run_adhoc(*, store: GraphStore, text: str, params: Mapping[str, Any], write:
     """Run ``text`` with ``params``: read-only unless ``write``; errors become one-line QueryErrors."""
     if not text.strip():
         raise QueryError("the query is empty")
+    missing = [n for n in referenced_params(text) if n not in params]
+    if missing:
+        raise QueryError("the query uses " + ", ".join(f"${n}" for n in missing) + " but no value was given; add "
+                         + " ".join(f"-p {n}=VALUE" for n in missing))
+    if any(isinstance(v, RunRef) for v in params.values()):
+        from neurflow_graph.queries.names import resolve_run
+
+        params = {k: resolve_run(store, v) if isinstance(v, RunRef) else v for k, v in params.items()}
     if not write:
         found = write_clauses(text)
         if found:

@@ -115,9 +115,27 @@ def write_graph(*, graph: nx.DiGraph, path: str | os.PathLike[str], fmt: str) ->
     return path
 
 
-def export_run(*, store: GraphStore, run_uid: str, path: str | os.PathLike[str], fmt: str) -> nx.DiGraph:
-    """Read run ``run_uid`` from ``store`` and write it to ``path`` in ``fmt``; return the graph."""
+def graph_bytes(*, graph: nx.DiGraph, fmt: str) -> bytes:
+    """``graph`` serialised as GraphML or node-link JSON (what :func:`write_graph` writes)."""
+    import io
+
+    import networkx as nx
+
+    _check_format(fmt)
+    if fmt == "graphml":
+        buf = io.BytesIO()
+        nx.write_graphml(graph, buf)
+        return buf.getvalue()
+    return json.dumps(nx.node_link_data(graph, edges="edges"), indent=1).encode()
+
+
+def export_run(*, store: GraphStore, run_uid: str, path: str | os.PathLike[str] | None, fmt: str) -> nx.DiGraph:
+    """Read run ``run_uid`` (a uid or unique prefix) from ``store`` and write it to ``path`` in ``fmt``
+    (``path`` None: write nothing); return the graph."""
+    from neurflow_graph.queries.names import resolve_run
+
     _check_format(fmt)  # before reading the store
-    graph = run_graph(store=store, run_uid=run_uid)
-    write_graph(graph=graph, path=path, fmt=fmt)
+    graph = run_graph(store=store, run_uid=resolve_run(store, run_uid))
+    if path is not None:
+        write_graph(graph=graph, path=path, fmt=fmt)
     return graph

@@ -30,14 +30,15 @@ def to_jsonable(value: Any) -> Any:
 
 
 def _cell(value: Any, *, short: bool = False) -> str:
-    """A cell as text: floats to 6 significant digits, lists/maps as JSON (floats shortened when ``short``)."""
+    """A cell as text, lists/maps as JSON. ``short`` (the table): floats to 6 significant digits (4 inside
+    lists); otherwise (CSV) every float keeps full precision (shortest repr that reads back exactly)."""
     value = to_jsonable(value)
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.6g}" if short else repr(value)
     if isinstance(value, str):
         return value
     if short:
