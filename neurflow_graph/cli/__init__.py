@@ -29,8 +29,12 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "store": "store",
     "demo": "demo",
+    "layers": "layers",
     "exemplars": "exemplars",
     "draw": "draw",
+    "serve": "serve",
+    "report": "report",
+    "neodash": "neodash",
 }
 
 

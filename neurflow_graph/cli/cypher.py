@@ -25,7 +25,7 @@ def command(query: str, params: tuple[str, ...], write: bool, fmt: str, store_ur
     from neurflow_graph.store.url import open_store
 
     bound = typed_assignments(params)
-    store = open_store(store_url, database=database, username=username, password=password)
+    store = open_store(store_url, database=database, username=username, password=password, create=write)
     try:
         rows = run_adhoc(store=store, text=query, params=bound, write=write)
     finally:

@@ -49,7 +49,7 @@ def command(name: str | None, params: tuple[str, ...], list_: bool, show: bool, 
         return
     from neurflow_graph.store.url import open_store
 
-    store = open_store(store_url, database=database, username=username, password=password)
+    store = open_store(store_url, database=database, username=username, password=password, create=False)
     try:
         rows = execute(store=store, query=query, params=bound)
     finally:

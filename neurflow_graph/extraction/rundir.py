@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from neurflow_graph.fileio import atomic_write
-from neurflow_graph.errors import ExtractionError
+from neurflow_graph.errors import ExtractionError, RunDirError, os_error
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FORMAT = 1
+CIRCUIT_NAME = "circuit.json"  # = neurflow_graph.circuit.CIRCUIT_FILE (not imported: rundir stays light)
+# What a run directory holds besides circuit.json and checkpoints/ (annotations, exemplar mosaics).
+RUN_DIR_ENTRIES = frozenset({CIRCUIT_NAME, CHECKPOINT_DIR, "annotations.jsonl", "exemplars"})
 
 
 def fingerprint(*, model_name: str, layers: Sequence[str], weights: str, size: tuple[int, int],
@@ -108,3 +112,82 @@ class Checkpoints:
         if self.dir is None:
             return
         atomic_write(self.dir / f"layer-{index:02d}.json", lambda f: json.dump(payload, f), mode="w")
+
+
+# ---------------------------------------------------------------------------- run directory state
+
+
+@dataclass(frozen=True)
+class RunDirState:
+    """What an ``--out`` folder holds.
+
+    ``kind``: ``"new"`` (absent or empty), ``"finished"`` (circuit.json newer than any checkpoints),
+    ``"unfinished"`` (checkpoints of an extraction that has not written its circuit yet), or
+    ``"foreign"`` (non-empty, but no run: ``foreign`` lists a few of its entries)."""
+
+    path: Path
+    kind: str
+    has_checkpoints: bool = False
+    foreign: tuple[str, ...] = ()
+
+
+def run_dir_state(run_dir: str | Path) -> RunDirState:
+    """Inspect ``run_dir`` without changing it (hidden files are ignored)."""
+    d = Path(run_dir)
+    if not d.exists():
+        return RunDirState(d, "new")
+    if not d.is_dir():
+        return RunDirState(d, "foreign", foreign=(d.name,))
+    try:
+        entries = sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise os_error(e, action="cannot read the run directory", path=d) from e
+    manifest = d / CHECKPOINT_DIR / "manifest.json"
+    circuit = d / CIRCUIT_NAME
+    has_ckpt = manifest.is_file()
+    if not entries:
+        return RunDirState(d, "new")
+    if circuit.is_file() and (not has_ckpt or circuit.stat().st_mtime_ns >= manifest.stat().st_mtime_ns):
+        return RunDirState(d, "finished", has_checkpoints=has_ckpt)
+    if has_ckpt:
+        return RunDirState(d, "unfinished", has_checkpoints=True)
+    others = tuple(e for e in entries if e not in RUN_DIR_ENTRIES)
+    if not others:
+        return RunDirState(d, "new")
+    return RunDirState(d, "foreign", foreign=others[:3] + (("...",) if len(others) > 3 else ()))
+
+
+def check_out_dir(run_dir: str | Path, *, resume: bool, restart: bool, force: bool) -> RunDirState:
+    """Refuse to overwrite a finished run, to start over an unfinished one, or to write into an
+    unrelated non-empty folder, unless the flag that allows it is given (RunDirError, one line).
+
+    ``resume`` continues an unfinished run (or re-assembles a finished one from its matching
+    checkpoints); ``restart`` throws an unfinished run's checkpoints away; ``force`` replaces a
+    finished run or writes into a non-empty folder. Returns the state found."""
+    st = run_dir_state(run_dir)
+    d = st.path
+    if st.kind == "foreign" and not force:
+        if not d.is_dir():
+            raise RunDirError(f"--out {d} is a file, not a folder; give a folder for the run")
+        raise RunDirError(f"--out {d} is a non-empty folder that holds no run ({', '.join(st.foreign)}); "
+                          "give a new or empty folder, or --force to write the run into it")
+    if st.kind == "finished" and not force and not (resume and st.has_checkpoints):
+        raise RunDirError(f"--out {d} already holds a finished run ({d / CIRCUIT_NAME}); choose another --out, "
+                          "or --force to replace it")
+    if st.kind == "unfinished" and not resume and not restart:
+        raise RunDirError(f"--out {d} holds an unfinished extraction; continue it with --resume, "
+                          "or throw its checkpoints away with --restart")
+    return st
+
+
+def resume_point(run_dir: str | Path, layers: Sequence[str]) -> str:
+    """Where a resumed run in ``run_dir`` would continue: ``"the activation scan"`` or ``"layer NAME"``."""
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    if not (ckpt / "scan.npz").is_file():
+        return "the activation scan"
+    done = 0
+    while done < len(layers) and (ckpt / f"layer-{done:02d}.json").is_file():
+        done += 1
+    if done >= len(layers):
+        return "the circuit assembly (every layer is done)"
+    return f"layer {layers[done]}"

@@ -15,20 +15,22 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import importlib.util
 import io
 import os
 import pickle
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from neurflow_graph.errors import InputError, ModelError, WeightsError
+from neurflow_graph.errors import InputError, ModelError, UnsafeWeightsError, WeightsError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -122,7 +124,7 @@ class LoadedModel:
         """Number of logits, from the class names or the logit layer; None when unknown."""
         if self.spec.class_names is not None:
             return len(self.spec.class_names)
-        return _logit_width(self.module, self.spec.layers[0])
+        return _logit_width(self.module, self.spec.layers[0] if self.spec.layers else None)
 
     def class_name(self, index: int) -> str:
         names = self.spec.class_names
@@ -177,14 +179,19 @@ def resolve_device(device: str | None) -> torch.device:
 
 def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] | None = None,
                input_size: int | None = None, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None, device: str | None = None) -> LoadedModel:
+               std: Sequence[float] | None = None, device: str | None = None, trust_pickle: bool = False,
+               class_names: Sequence[str] | None = None, require_layers: bool = True) -> LoadedModel:
     """Build, weight and validate a model.
 
-    ``name``: a registry name (:data:`REGISTRY_NAMES`) or ``package.module:factory``.
+    ``name``: a registry name (:data:`REGISTRY_NAMES`), ``package.module:factory`` or
+    ``path/to/file.py:factory`` (both recorded as the one canonical ``module:factory`` name).
     ``weights``: None (random init; the factory's own weights for custom models; the trained demo
     weights for ``demo``), ``"DEFAULT"`` or a torchvision enum member name (e.g. ``IMAGENET1K_V1``),
-    or a path to a state dict / checkpoint / pickled module. ``layers`` replaces the spec's list
-    (required for custom models). ``input_size``/``mean``/``std`` override the spec's preprocessing.
+    or a path to a state dict / checkpoint. A file the safe (tensors-only) loader refuses, such as
+    a pickled module, is read only with ``trust_pickle=True`` (unpickling can run code). ``layers``
+    replaces the spec's list (required for custom models unless ``require_layers=False``, which
+    only ``neurflow-graph layers`` uses). ``input_size``/``mean``/``std``/``class_names`` override
+    the spec's preprocessing and names.
     """
     name = (name or "").strip()
     if not name:
@@ -197,13 +204,14 @@ def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] |
     if std is not None and any(v <= 0 for v in std):
         raise InputError(f"std values must be > 0, got {std}")
     weights = weights.strip() if isinstance(weights, str) and weights.strip() else None
+    names = _opt_names(class_names, what="--class-names") if class_names is not None else None
 
     if name in _TORCHVISION:
-        module, spec, sha, source = _load_torchvision(name, weights)
+        module, spec, sha, source = _load_torchvision(name, weights, trust_pickle)
     elif name == DEMO_NAME:
-        module, spec, sha, source = _load_demo(weights)
+        module, spec, sha, source = _load_demo(weights, trust_pickle)
     elif ":" in name:
-        module, spec, sha, source = _load_custom(name, weights, layers)
+        module, spec, sha, source = _load_custom(name, weights, layers, trust_pickle, require_layers)
     else:
         raise ModelError(_unknown_model_message(name))
 
@@ -211,12 +219,15 @@ def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] |
                    layers=list(layers) if layers is not None else list(spec.layers),
                    input_size=input_size if input_size is not None else spec.input_size,
                    mean=mean if mean is not None else spec.mean,
-                   std=std if std is not None else spec.std)
-    _validate_layers(module, spec.layers, model=spec.name)
-    width = _logit_width(module, spec.layers[0])
-    if spec.class_names is not None and width is not None and width != len(spec.class_names):
-        raise ModelError(f"{spec.name} has {len(spec.class_names)} class names but its logit layer "
-                         f"{spec.layers[0]!r} has {width} outputs; fix CLASS_NAMES or --layers")
+                   std=std if std is not None else spec.std,
+                   class_names=names if names is not None else spec.class_names)
+    if spec.layers or require_layers:
+        _validate_layers(module, spec.layers, model=spec.name)
+        width = _logit_width(module, spec.layers[0])
+        if spec.class_names is not None and width is not None and width != len(spec.class_names):
+            what = "--class-names" if names is not None else "CLASS_NAMES"
+            raise ModelError(f"{spec.name} has {len(spec.class_names)} class names but its logit layer "
+                             f"{spec.layers[0]!r} has {width} outputs; fix {what} or --layers")
     _disable_inplace(module)
     module.eval()
     module.to(dev)
@@ -235,6 +246,110 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(f"{str(t.dtype).removeprefix('torch.')}{tuple(t.shape)}".encode("ascii") + b"\0")
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def is_custom(spec: ModelSpec) -> bool:
+    """Whether ``spec`` is a user's ``module:factory`` model (not a registry name)."""
+    return ":" in spec.name
+
+
+def preprocessing_warning(model: LoadedModel) -> str | None:
+    """A warning for a custom model that declares no MEAN/STD and got none (images then go in as
+    RGB in [0, 1], unnormalised: the usual cause of wrong predictions); None otherwise."""
+    spec = model.spec
+    if not is_custom(spec) or spec.mean is not None or spec.std is not None:
+        return None
+    module = spec.name.split(":", 1)[0]
+    size = "" if spec.input_size is not None else " and no INPUT_SIZE (images keep their own size)"
+    return (f"warning: {spec.name} declares no MEAN/STD{size}, and none was given: images go in as RGB in "
+            f"[0, 1] without normalisation. If the model was trained otherwise, pass --mean/--std/--input-size "
+            f"or set MEAN, STD, INPUT_SIZE in {module}")
+
+
+def read_class_names(path: str | os.PathLike[str]) -> list[str]:
+    """Class names from a file, in logit order: a JSON list (``.json``) or one name per line
+    (blank lines and lines starting with ``#`` skipped). InputError naming the file otherwise."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read --class-names {p}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"--class-names {p} is not UTF-8 text; give one class name per line") from e
+    if p.suffix.lower() == ".json":
+        import json
+
+        try:
+            names = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"--class-names {p} is not valid JSON ({e}); give a list of strings") from e
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise InputError(f"--class-names {p} must hold a JSON list of non-empty strings")
+        names = [n.strip() for n in names]
+    else:
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not names:
+        raise InputError(f"--class-names {p} holds no names; give one class name per line, in logit order")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"--class-names {p} lists {', '.join(map(repr, dupes[:3]))} more than once")
+    return names
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One named module: its ``named_modules()`` path, class name and output shape(s) on a dummy input."""
+
+    name: str
+    kind: str
+    output: str          # e.g. "(1, 64, 16, 16)"; "not called" when forward never ran it
+    depth: int
+
+
+@contextmanager
+def _recording_outputs(module: torch.nn.Module) -> Iterator[dict[str, Any]]:
+    """Forward hooks recording each named submodule's output for the ``with`` body; all removed after."""
+    seen: dict[str, Any] = {}
+    handles = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(_m: torch.nn.Module, _inp: Any, out: Any) -> None:  # returns None: the output is kept
+            seen.setdefault(name, _describe_output(out))
+        return hook
+
+    try:
+        for name, m in module.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(record(name)))
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _describe_output(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return str(tuple(out.shape))
+    if isinstance(out, (tuple, list)):
+        return "[" + ", ".join(_describe_output(o) for o in out) + "]"
+    if isinstance(out, dict):
+        return "{" + ", ".join(f"{k}: {_describe_output(v)}" for k, v in out.items()) + "}"
+    return type(out).__name__
+
+
+def layer_shapes(model: LoadedModel, *, input_size: int | None = None) -> list[LayerInfo]:
+    """Every named module of ``model`` in ``named_modules()`` order with its output shape on one
+    dummy ``(1, 3, S, S)`` input (``S`` = ``input_size``, else the spec's, else 224)."""
+    side = _check_input_size(input_size, what="--input-size") or model.spec.input_size or 224
+    x = torch.zeros(1, 3, side, side, device=model.device)
+    with _recording_outputs(model.module) as seen, torch.no_grad():
+        try:
+            model.module(x)
+        except Exception as e:  # user code: report, do not trace
+            raise ModelError(f"{model.spec.name} fails on a (1, 3, {side}, {side}) dummy input "
+                             f"({type(e).__name__}: {_short(e)}); pass --input-size N for the size it expects") from e
+    return [LayerInfo(name=n, kind=type(m).__name__, output=seen.get(n, "not called"), depth=n.count("."))
+            for n, m in model.module.named_modules() if n]
 
 
 # ---------------------------------------------------------------------------- torchvision
@@ -257,7 +372,8 @@ def _weights_enum_member(name: str, text: str) -> Any | None:
     return enum.__members__.get(key)
 
 
-def _load_torchvision(name: str, weights: str | None) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
+def _load_torchvision(name: str, weights: str | None,
+                      trust_pickle: bool = False) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
     arch = _TORCHVISION[name]
     spec = get_spec(name)
     if weights is None:
@@ -271,7 +387,7 @@ def _load_torchvision(name: str, weights: str | None) -> tuple[torch.nn.Module, 
         state = _download_state_dict(name, member)
         source = f"{weights} ({type(member).__name__}.{member.name})"
     else:
-        state, file_sha = _read_weights_file(weights)
+        state, file_sha = _read_weights_file(weights, trust_pickle=trust_pickle)
         member = _recognize_torchvision_file(name, file_sha)
         source = str(Path(weights).expanduser())
     state = {k: v for k, v in state.items() if not k.startswith(arch.ignored_prefixes)}
@@ -325,7 +441,7 @@ def _recognize_torchvision_file(name: str, file_sha: str) -> Any | None:
 # ---------------------------------------------------------------------------- demo
 
 
-def _load_demo(weights: str | None) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
+def _load_demo(weights: str | None, trust_pickle: bool = False) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
     from neurflow_graph.models import demo
 
     spec = get_spec(DEMO_NAME)
@@ -334,7 +450,7 @@ def _load_demo(weights: str | None) -> tuple[torch.nn.Module, ModelSpec, str | N
         module, path = demo.get_demo_model(progress=lambda msg: print(f"demo model: {msg}", file=sys.stderr))
         source = f"demo weights ({path})"
     else:
-        state, _ = _read_weights_file(weights)
+        state, _ = _read_weights_file(weights, trust_pickle=trust_pickle)
         module = demo.build_demo_cnn()
         source = str(Path(weights).expanduser())
         _load_state_dict(module, state, what=source, model=DEMO_NAME)
@@ -344,19 +460,19 @@ def _load_demo(weights: str | None) -> tuple[torch.nn.Module, ModelSpec, str | N
 # ---------------------------------------------------------------------------- custom module:factory
 
 
-def _load_custom(name: str, weights: str | None,
-                 layers: list[str] | None) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
-    mod, factory = _import_factory(name)
-    if layers is None:
+def _load_custom(name: str, weights: str | None, layers: list[str] | None, trust_pickle: bool = False,
+                 require_layers: bool = True) -> tuple[torch.nn.Module, ModelSpec, str | None, str]:
+    mod, factory, name = _import_factory(name)
+    if layers is None and require_layers:
         raise ModelError(f"custom model {name} needs --layers (comma-separated module names, top -> bottom, "
-                         "the first being the logit layer)")
+                         f"the first being the logit layer; `neurflow-graph layers --model {name}` lists them)")
     try:
         module = factory()
     except Exception as e:  # user code: any failure is reported, not traced
         raise ModelError(f"factory {name} raised {type(e).__name__}: {_short(e)}") from e
     if not isinstance(module, torch.nn.Module):
         raise ModelError(f"factory {name} returned {type(module).__name__}, not a torch.nn.Module")
-    spec = ModelSpec(name=name, layers=list(layers),
+    spec = ModelSpec(name=name, layers=list(layers or []),
                      input_size=_check_input_size(getattr(mod, "INPUT_SIZE", None), what=f"{mod.__name__}.INPUT_SIZE"),
                      mean=_check_norm(_opt_floats(getattr(mod, "MEAN", None), what=f"{mod.__name__}.MEAN"),
                                       what=f"{mod.__name__}.MEAN"),
@@ -368,16 +484,25 @@ def _load_custom(name: str, weights: str | None,
         if weights.upper() == "DEFAULT":
             raise WeightsError(f"custom model {name} has no DEFAULT weights; pass --weights PATH "
                                "or leave --weights out to use the weights the factory returns")
-        state, _ = _read_weights_file(weights)
+        state, _ = _read_weights_file(weights, trust_pickle=trust_pickle)
         source = str(Path(weights).expanduser())
         _load_state_dict(module, state, what=source, model=name)
     return module, spec, state_dict_sha256(module.state_dict()), source
 
 
-def _import_factory(text: str) -> tuple[Any, Callable[[], Any]]:
-    module_name, _, attr = text.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise ModelError(f"--model {text!r} is not of the form package.module:factory")
+def _import_factory(text: str) -> tuple[Any, Callable[[], Any], str]:
+    """``package.module:factory`` or ``path/to/file.py:factory`` -> (module, factory, canonical name).
+
+    A file is imported under its dotted name from the first folder above it without an
+    ``__init__.py`` (``proj/mymodel.py`` -> ``mymodel``; ``proj/pkg/net.py`` in package ``pkg`` ->
+    ``pkg.net``), so both spellings of one model give one canonical ``module:factory`` name."""
+    module_name, _, attr = text.rpartition(":")
+    if not module_name or not attr:
+        raise ModelError(f"--model {text!r} is not of the form package.module:factory or path/to/file.py:factory")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        module_name = _module_from_file(module_name, text)
+    elif ":" in module_name:
+        raise ModelError(f"--model {text!r} is not of the form package.module:factory or path/to/file.py:factory")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:  # console scripts do not put the cwd on the path
         sys.path.append(cwd)
@@ -385,7 +510,8 @@ def _import_factory(text: str) -> tuple[Any, Callable[[], Any]]:
         mod = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or any error raised by the module's own code
         raise ModelError(f"cannot import {module_name!r} for --model {text} ({type(e).__name__}: {_short(e)}); "
-                         "make it importable (run from its folder or add it to PYTHONPATH)") from e
+                         "make it importable (run from its folder, add it to PYTHONPATH, or give the file: "
+                         "path/to/file.py:factory)") from e
     factory = getattr(mod, attr, None)
     if factory is None:
         callables = [n for n, v in vars(mod).items() if callable(v) and not n.startswith("_")]
@@ -394,14 +520,55 @@ def _import_factory(text: str) -> tuple[Any, Callable[[], Any]]:
         raise ModelError(f"module {module_name!r} has no factory {attr!r}{hint}")
     if not callable(factory):
         raise ModelError(f"{text} is a {type(factory).__name__}, not a callable factory")
-    return mod, factory
+    return mod, factory, f"{module_name}:{attr}"
+
+
+def _module_from_file(path_text: str, text: str) -> str:
+    """Put the import root of the file ``path_text`` on ``sys.path``; return the file's dotted module name."""
+    path = Path(path_text).expanduser()
+    if path.suffix != ".py":
+        raise ModelError(f"--model {text}: {path} is not a .py file; give path/to/file.py:factory "
+                         "or package.module:factory")
+    if not path.is_file():
+        raise ModelError(f"--model {text}: no file {path}; check the path (relative to {Path.cwd()})")
+    path = path.resolve()
+    parts = [path.stem]
+    root = path.parent
+    while (root / "__init__.py").is_file() and root.parent != root:
+        parts.insert(0, root.name)
+        root = root.parent
+    dotted = ".".join(parts)
+    if not all(p.isidentifier() for p in parts):
+        raise ModelError(f"--model {text}: {dotted!r} is not an importable module name; rename the file "
+                         "(letters, digits and _)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    loaded = sys.modules.get(dotted)
+    if loaded is None:
+        try:
+            importlib.invalidate_caches()
+            spec = importlib.util.find_spec(dotted)
+        except (ImportError, ValueError):
+            spec = None
+        origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    else:
+        origin = Path(getattr(loaded, "__file__", "") or "").resolve()
+    if origin != path:
+        raise ModelError(f"--model {text}: the module name {dotted!r} resolves to {origin or 'nothing'}, "
+                         f"not {path}; rename the file so that it does not clash with another module")
+    return dotted
 
 
 # ---------------------------------------------------------------------------- weights files
 
 
-def _read_weights_file(path: str) -> tuple[dict[str, torch.Tensor], str]:
-    """Read a state dict / checkpoint / pickled module file -> (state dict, sha256 of the file bytes)."""
+def _read_weights_file(path: str, *, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """Read a state dict / checkpoint file -> (state dict, sha256 of the file bytes).
+
+    Only ``torch.load(weights_only=True)`` is used (tensors and plain containers, no code), unless
+    ``trust_pickle``: then a file it refuses (e.g. a pickled ``nn.Module``) is unpickled in full,
+    which can run code the file carries. Without it such a file is an UnsafeWeightsError quoting
+    the safe loader's reason."""
     p = Path(path).expanduser()
     if not p.exists():
         raise WeightsError(f"weights file {p} does not exist; pass DEFAULT, a .pt/.pth file, "
@@ -414,13 +581,33 @@ def _read_weights_file(path: str) -> tuple[dict[str, torch.Tensor], str]:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as first:  # not plain tensors: maybe a pickled nn.Module, or not a torch file at all
+        reason = _safe_loader_reason(first)
+        if not trust_pickle:
+            if "global" in reason.lower():
+                raise UnsafeWeightsError(
+                    f"weights file {p} is not plain tensors; the safe loader says: {reason}. If you trust the "
+                    "file, pass --trust-pickle (unpickling can run code the file carries), or re-save it as a "
+                    "state dict: torch.save(model.state_dict(), PATH)") from first
+            raise WeightsError(f"cannot read weights file {p}: not a PyTorch state dict or checkpoint "
+                               f"(the safe loader says: {reason})") from first
         try:
-            # Full-module pickles need the unrestricted loader; the user named this file explicitly.
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         except Exception as e:
             raise WeightsError(f"cannot read weights file {p}: not a PyTorch state dict, checkpoint or pickled "
                                f"module ({type(e).__name__}: {_short(e)})") from first
     return _extract_state_dict(obj, what=str(p)), file_sha
+
+
+def _safe_loader_reason(e: BaseException) -> str:
+    """The one informative sentence of a ``weights_only=True`` failure (torch's message is a page)."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    text = " ".join(text.split())
+    for stop in (". Please use", ". Check the documentation", " Check the documentation"):
+        text = text.split(stop, 1)[0]
+    return _short(text.rstrip(". ") or type(e).__name__)
 
 
 def _extract_state_dict(obj: Any, *, what: str) -> dict[str, torch.Tensor]:
@@ -491,10 +678,13 @@ def _validate_layers(module: torch.nn.Module, layers: Sequence[str], *, model: s
         shown = ", ".join(top[:12]) + (", ..." if len(top) > 12 else "")
         hint = f"close matches: {', '.join(close)}; " if close else ""
         raise ModelError(f"layer {layer!r} is not a module of {model}; {hint}top-level modules: {shown} "
-                         "(layer names are named_modules() paths such as layer4.2 or features.12)")
+                         "(layer names are named_modules() paths such as layer4.2 or features.12; "
+                         f"`neurflow-graph layers --model {model}` lists them all with their output shapes)")
 
 
-def _logit_width(module: torch.nn.Module, layer: str) -> int | None:
+def _logit_width(module: torch.nn.Module, layer: str | None) -> int | None:
+    if layer is None:
+        return None
     m = dict(module.named_modules()).get(layer)
     if isinstance(m, torch.nn.Linear):
         return int(m.out_features)

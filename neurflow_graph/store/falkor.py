@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurflow_graph.errors import QueryError, StoreConnectionError, StoreError, StoreURLError
+from neurflow_graph.errors import QueryError, StoreConnectionError, StoreError, StoreNotFoundError, StoreURLError
 from neurflow_graph.store.base import GraphStore, plain_node, plain_path, plain_relationship
 from neurflow_graph.store.schema import INDEXED, LABELS, identifier
 
@@ -112,6 +112,21 @@ def _prepare_dir(d: Path) -> None:
         raise StoreConnectionError(
             f"cannot use embedded:{d}: the path is too long for the server's Unix socket "
             f"(at most {_MAX_SOCKET_PATH - len(SOCKET_NAME) - 1} bytes); use a shorter --store embedded:PATH")
+
+
+def _require_store(d: Path) -> None:
+    """StoreNotFoundError unless ``d`` holds an embedded store (its data file, or a running server)."""
+    why = None
+    if not d.exists():
+        why = "the folder does not exist"
+    elif not d.is_dir():
+        why = "it is a file, not a folder"
+    elif not (d / RDB_NAME).is_file() and _running_pid(d) is None:
+        why = "the folder holds no store data"
+    if why is not None:
+        raise StoreNotFoundError(f"no store at embedded:{d} ({why}); check --store, or make one with "
+                                 f"`neurflow-graph ingest RUN_DIR --store embedded:{d}` or "
+                                 f"`neurflow-graph demo --data-dir {d}`")
 
 
 @contextmanager
@@ -550,7 +565,7 @@ class FalkorStore(GraphStore):
 
     backend = "falkordb"
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, graph: str | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, graph: str | None = None, create: bool = True) -> None:
         graph = graph or DEFAULT_GRAPH
         if not _GRAPH_NAME.match(graph):
             raise StoreURLError(f"graph name {graph!r} is not valid for the embedded store "
@@ -558,6 +573,9 @@ class FalkorStore(GraphStore):
         self._dir = _resolve(data_dir)
         self._graph_name = graph
         self._closed = False
+        self._create = create
+        if not create:
+            _require_store(self._dir)
         _prepare_dir(self._dir)
         with _flock(self._dir / LOCK_NAME, fcntl.LOCK_EX):
             _ensure_running(self._dir)
@@ -697,6 +715,14 @@ class FalkorStore(GraphStore):
 
     def _select_graph(self) -> None:
         self._graph = self._db.select_graph(self._graph_name)
+        if not self._create:  # a read: the graph must exist already, nothing is created
+            graphs = sorted(str(g.decode() if isinstance(g, bytes) else g) for g in self._command("GRAPH.LIST"))
+            if self._graph_name not in graphs:
+                there = f"graphs there: {', '.join(graphs)}" if graphs else "it holds no graph"
+                raise StoreNotFoundError(f"no graph {self._graph_name!r} in embedded:{self._dir} ({there}); "
+                                         f"check --database, or make it with `neurflow-graph ingest RUN_DIR "
+                                         f"--store embedded:{self._dir} --database {self._graph_name}`")
+            return
         # RO_QUERY on a graph that does not exist yet fails ("empty key"): create it empty.
         self.write("RETURN 1")
 

@@ -88,16 +88,19 @@ def parse_store_url(url: str) -> StoreURL:
 
 
 def open_store(url: str, *, database: str | None = None, username: str | None = None,
-               password: str | None = None, connection_timeout: float = 10.0) -> GraphStore:
+               password: str | None = None, connection_timeout: float = 10.0, create: bool = True) -> GraphStore:
     """Open the store named by ``url`` (see the module doc); raise StoreURLError / StoreConnectionError.
 
     ``database`` is the Neo4j database (default ``neo4j``) or the embedded graph name (default ``neurflow``).
+    ``create=False`` (every read command): an embedded store that does not exist yet -- no folder,
+    no data, or no such graph -- is a StoreNotFoundError naming the path and how to make one,
+    and nothing is created. Neo4j databases are never created either way.
     """
     parsed = parse_store_url(url)
     if parsed.kind == "embedded":
         from neurflow_graph.store.falkor import FalkorStore
 
-        return FalkorStore(parsed.path or DEFAULT_EMBEDDED_PATH, graph=database)
+        return FalkorStore(parsed.path or DEFAULT_EMBEDDED_PATH, graph=database, create=create)
     from neurflow_graph.store.neo4j_store import Neo4jStore
 
     user = username or parsed.username or os.environ.get("NEO4J_USERNAME") or None
