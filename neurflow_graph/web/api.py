@@ -1,0 +1,114 @@
+"""What the dashboard's pages ask for, answered from a store through the query library only.
+
+:class:`DashboardApi` is transport-free: ``serve`` (:mod:`.server`) puts it behind HTTP and ``report``
+(:mod:`.report`) calls it ahead of time to write a static site. Every panel is a library query,
+bound and name-checked exactly as ``neurflow-graph query`` does it (:func:`~neurflow_graph.queries.library.execute`);
+the one extra answer is the layered layout of a run's circuit (igraph, :mod:`neurflow_graph.viz.layout`).
+Mosaics are served from the run directories the store references, after checking their sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from neurflow_graph.errors import InputError, NeurflowError
+
+SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ApiError(Exception):
+    """An answer other than 200: ``status`` (400 bad input, 404 unknown) and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+class DashboardApi:
+    """Read-only answers over ``store`` (a GraphStore); one store call at a time (a lock)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._mosaics: dict[str, str] = {}  # sha256 -> path, learnt from circuit_groups answers
+
+    # ---------------------------------------------------------------- queries
+    def query(self, name: str, raw: Mapping[str, str]) -> dict[str, Any]:
+        """``{"query", "columns", "params", "rows"}`` of library query ``name`` with CLI-style string params."""
+        from neurflow_graph.queries.library import execute, get_query
+
+        try:
+            q = get_query(name)
+        except NeurflowError as e:
+            raise ApiError(404, str(e)) from e
+        try:
+            bound = q.bind(dict(raw))
+            with self._lock:
+                rows = execute(store=self.store, query=q, params=bound)
+        except InputError as e:
+            raise ApiError(400, str(e)) from e
+        except NeurflowError as e:
+            raise ApiError(400, str(e)) from e
+        if name == "circuit_groups":
+            for r in rows:
+                if r.get("mosaic_sha256") and r.get("mosaic"):
+                    self._mosaics[r["mosaic_sha256"]] = r["mosaic"]
+            rows = [{**r, "mosaic": None} for r in rows]  # the page asks by hash; paths stay on the server
+        return {"query": name, "columns": list(q.columns), "params": _json_safe(bound), "rows": _json_safe(rows)}
+
+    # ---------------------------------------------------------------- layout
+    def layout(self, raw: Mapping[str, str]) -> dict[str, Any]:
+        """``{"run", "positions": {"layer/gid": [x, depth]}}``: the igraph Sugiyama layout of the whole circuit."""
+        from neurflow_graph.viz.fetch import circuit_graph
+        from neurflow_graph.viz.layout import layered_layout
+        from neurflow_graph.queries.names import resolve_run
+
+        unknown = sorted(set(raw) - {"run"})
+        if unknown or not raw.get("run"):
+            raise ApiError(400, "layout takes one parameter, run=RUN_UID")
+        try:
+            with self._lock:
+                run = resolve_run(self.store, raw["run"])
+                graph = circuit_graph(self.store, run)
+        except NeurflowError as e:
+            raise ApiError(400, str(e)) from e
+        pos = layered_layout(graph)
+        return {"run": run, "positions": {f"{k[0]}/{k[1]}": [round(x, 4), y] for k, (x, y) in pos.items()}}
+
+    # ---------------------------------------------------------------- mosaics
+    def mosaic(self, sha: str) -> bytes:
+        """The PNG bytes of the mosaic with content hash ``sha``, read from its run directory."""
+        if not SHA_RE.match(sha):
+            raise ApiError(404, "mosaics are named by their sha256")
+        path = self._mosaics.get(sha)
+        if path is None:
+            with self._lock:
+                rows = self.store.read("MATCH (g:NeuronGroup) WHERE g.mosaic_sha256 = $sha "
+                                       "RETURN g.mosaic AS path LIMIT 1", {"sha": sha})
+            if not rows:
+                raise ApiError(404, f"no group in the store has the mosaic {sha[:16]}")
+            path = rows[0]["path"]
+            self._mosaics[sha] = path
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ApiError(404, f"the mosaic {path} is unreadable ({e.strerror}); rebuild it with "
+                                "`neurflow-graph exemplars RUN_DIR` and ingest again") from e
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ApiError(404, f"the mosaic {path} changed since ingest; ingest its run directory again")
+        return data
