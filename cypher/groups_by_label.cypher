@@ -14,7 +14,8 @@
 // This portable file is the Neo4j text; groups_by_label.falkordb.cypher differs only in the procedure.
 CALL db.index.fulltext.queryNodes('neurflow_annotation_text', $text) YIELD node, score
 WITH node AS a, score
-WHERE a.key IN ['label', 'caption', 'formation_caption'] AND ($source IS NULL OR a.source = $source)
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'caption', 'formation_caption']
+  AND ($source IS NULL OR a.source = $source)
 MATCH (a)-[:ANNOTATES]->(g:NeuronGroup)<-[:HAS_GROUP]-(r:Run)-[:OF_MODEL]->(m:Model)
 WHERE r.status = 'complete' AND (NOT $latest OR r.latest = true)
   AND ($model IS NULL OR m.name = $model OR m.uid = $model)

@@ -15,7 +15,8 @@
 // are queried with db.idx.fulltext.queryNodes(label, query). Otherwise the same text as groups_by_label.cypher.
 CALL db.idx.fulltext.queryNodes('Annotation', $text) YIELD node, score
 WITH node AS a, score
-WHERE a.key IN ['label', 'caption', 'formation_caption'] AND ($source IS NULL OR a.source = $source)
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'caption', 'formation_caption']
+  AND ($source IS NULL OR a.source = $source)
 MATCH (a)-[:ANNOTATES]->(g:NeuronGroup)<-[:HAS_GROUP]-(r:Run)-[:OF_MODEL]->(m:Model)
 WHERE r.status = 'complete' AND (NOT $latest OR r.latest = true)
   AND ($model IS NULL OR m.name = $model OR m.uid = $model)

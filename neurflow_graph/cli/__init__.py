@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve",
     "report": "report",
     "neodash": "neodash",
+    "label": "label",
 }
 
 

@@ -76,11 +76,13 @@ def _resolve(store: Any, run: str) -> str:
 def store_annotations(*, store: Any, run_dir: Path, annotations: Sequence[Any]) -> int:
     """Append to ``RUN_DIR/annotations.jsonl`` (so a re-ingest keeps them) and write them to the store."""
     from neurflow_graph.annotations import append_run_annotations
+    from neurflow_graph.labels.text_index import ensure_text_index
     from neurflow_graph.store.annotations import write_annotations
 
     if not annotations:
         return 0
     append_run_annotations(run_dir, list(annotations))
+    ensure_text_index(store)
     return write_annotations(store=store, annotations=list(annotations))
 
 
@@ -317,10 +319,8 @@ def _agreement(*, store: Any, circuit: Circuit, targets: dict[str, tuple[str, in
     from neurflow_graph.annotations import make_annotation
     from neurflow_graph.labels import evaluate as ev
 
-    concepts = {(g.layer, g.id): g.concept for g in circuit.neuron_groups
-                if g.concept and (g.layer, g.id) in uid_of}
-    concepts.update({k: v for k, v in _stored_values(store, key="concept", source="ground_truth",
-                                                     targets=targets).items() if isinstance(v, str) and v})
+    concepts = {k: v for k, v in _stored_values(store, key="concept", source="ground_truth", targets=targets).items()
+                if isinstance(v, str) and v}
     texts = {k: " ".join(x for x in (labels.get(k), captions.get(k)) if x) for k in captions}
     rows = ev.ground_truth_agreement(concepts=concepts, texts=texts)
     if not rows:

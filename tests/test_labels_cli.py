@@ -1,0 +1,363 @@
+"""`neurflow-graph label` end to end: a real run directory with real mosaics, a real store (every
+backend of the ``store`` fixture) and a real chat-completions server on loopback (tests/mllm_server.py).
+
+Oracles are independent of the labelling code: which mosaic belongs to which group comes from the
+exemplar manifest, the strongest children from ``circuit.group_edges`` sorted here, the held-out
+exemplars from ``analysis.ground_truth.group_patches`` minus the manifest's patches, and the
+scripted server answers name the hash of the image they answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image as PILImage
+
+from mllm_server import MLLMServer, default_answer
+from neurflow_graph.analysis.ground_truth import group_patches
+from neurflow_graph.annotations import append_run_annotations, make_annotation
+from neurflow_graph.circuit import load_circuit
+from neurflow_graph.cli import cli
+from neurflow_graph.identity import feeds_uid, neuron_group_uid, run_uid
+from neurflow_graph.labels import prompts
+from neurflow_graph.store.ingest import ingest_runs
+from neurflow_graph.synthetic import synthetic_circuit
+
+KEY = "sk-test-SECRET-abcdef123456"
+MODEL = "test-vision-model"
+SOURCE = f"mllm:{MODEL}"
+RUN_DIR_FLAG = True
+
+
+class World:
+    """A run directory (circuit, source images, exemplar mosaics) ingested into ``store``."""
+
+    def __init__(self, root: Path, store) -> None:
+        from neurflow_graph.viz.exemplars import read_manifest, write_exemplars
+
+        self.store = store
+        self.dir = root / "run"
+        circuit = synthetic_circuit(class_index=1, class_name="bee", layers=("fc", "b2", "b1"), widths=(4, 10, 10),
+                                    max_neuron_groups=3, n_images=4, image_size=32, k=8)
+        rng = np.random.default_rng(0)
+        (self.dir / "images").mkdir(parents=True)
+        for ref in circuit.images:
+            path = self.dir / "images" / f"img_{ref.id}.png"
+            PILImage.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+            ref.path = str(path)
+        circuit.save(self.dir)
+        last = circuit.neuron_groups[-1]  # a ground-truth concept on one leaf group, ingested from the run dir
+        append_run_annotations(self.dir, [make_annotation(
+            target=neuron_group_uid(run_uid(circuit), last.layer, last.id), target_label="NeuronGroup",
+            key="concept", value="texture:stripes", source="ground_truth")])
+        write_exemplars(circuit=circuit, run_dir=self.dir)
+        self.circuit = load_circuit(self.dir)
+        self.uid = run_uid(self.circuit)
+        ingest_runs(store=store, runs=[(self.dir, self.circuit)])
+        manifest = read_manifest(self.dir)
+        self.manifest = manifest
+        self.mosaic = {(g["layer"], g["gid"]): g for g in manifest["groups"] if g["kind"] == "neuron_group"}
+        self.mosaic_bytes = {g["sha256"]: (self.dir / "exemplars" / g["file"]).read_bytes()
+                             for g in self.mosaic.values()}
+        self.circuit_bytes = (self.dir / "circuit.json").read_bytes()
+
+    def groups(self) -> list[tuple[str, int]]:
+        return [(g.layer, g.id) for g in self.circuit.neuron_groups]
+
+    def children(self, layer: str, gid: int, limit: int = 3) -> list[tuple[str, int]]:
+        below = self.circuit.model.layers[self.circuit.model.layers.index(layer) + 1:][:1]
+        edges = [e for e in self.circuit.group_edges
+                 if e.parent_layer == layer and e.parent_group == gid and e.child_layer in below]
+        edges.sort(key=lambda e: (-e.weight, e.child_group))
+        return [(e.child_layer, e.child_group) for e in edges[:limit]]
+
+    def with_children(self) -> list[tuple[str, int]]:
+        return [k for k in self.groups() if self.children(*k)]
+
+    def server(self, **kw) -> MLLMServer:
+        return MLLMServer(key=KEY, model=MODEL, images=self.mosaic_bytes, **kw)
+
+    def invoke(self, *args: str, url: str | None = None, key: str | None = KEY):
+        import neurflow_graph.store.url as url_mod
+
+        store = self.store
+
+        class Borrowed:
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+            def close(self) -> None:
+                pass
+
+        env = {"OPENAI_API_KEY": key, "OPENAI_BASE_URL": url, "NEURFLOW_LABEL_MODEL": None}
+        real = url_mod.open_store
+        url_mod.open_store = lambda *a, **k: Borrowed()
+        try:
+            where = ["--run-dir", str(self.dir)] if RUN_DIR_FLAG else []
+            return CliRunner().invoke(cli, ["label", "--run", self.uid, "--model-name", MODEL, "--timeout", "2",
+                                            "--max-retries", "1", *where, *args], env=env, catch_exceptions=False)
+        finally:
+            url_mod.open_store = real
+
+    def annotations(self, **kw) -> list:
+        from neurflow_graph.store.annotations import read_annotations
+
+        return read_annotations(store=self.store, **kw)
+
+    def value(self, target: str, key: str, source: str = SOURCE):
+        found = self.annotations(target=target, key=key, source=source)
+        return found[0].value if found else None
+
+
+@pytest.fixture
+def world(tmp_path, store) -> World:
+    return World(tmp_path, store)
+
+
+def _tag(sha: str) -> str:
+    return f"tag-{sha[:10]}"
+
+
+def test_label_stores_captions_and_formations_on_groups_and_edges(world: World) -> None:
+    with world.server() as srv:
+        res = world.invoke(url=srv.url)
+    assert res.exit_code == 0, res.output
+    assert srv.violations == []
+    kinds = [s.kind for s in srv.asked()]
+    assert kinds.count("caption") == len(world.groups())
+    assert kinds.count("formation") == len(world.with_children()) > 0
+    for layer, gid in world.groups():
+        uid = neuron_group_uid(world.uid, layer, gid)
+        sha = world.mosaic[(layer, gid)]["sha256"]
+        caption = world.value(uid, "caption")
+        assert caption == f"Mosaic {_tag(sha)} shows smooth edges in warm colours."
+        assert world.value(uid, "label") == f"{_tag(sha)}; smooth edges; warm colours"
+        (a,) = world.annotations(target=uid, key="caption", source=SOURCE)
+        assert a.meta["images"] == [sha] and a.meta["prompt_version"] == prompts.PROMPT_VERSION
+        assert a.meta["parse_ok"] is True
+    for layer, gid in world.with_children():
+        kids = world.children(layer, gid)
+        (req,) = [s for s in srv.asked() if s.kind == "formation" and s.images[0] == world.mosaic[(layer, gid)]["sha256"]]
+        assert req.images == [world.mosaic[(layer, gid)]["sha256"]] + [world.mosaic[k]["sha256"] for k in kids]
+        formation = world.value(neuron_group_uid(world.uid, layer, gid), "formation")
+        assert [(e["child_layer"], e["child_gid"]) for e in formation["evolution"]] == kids
+        for k, (c_layer, c_gid) in enumerate(kids, start=2):
+            edge = world.value(feeds_uid(world.uid, c_layer, c_gid, layer, gid), "feature_evolution")
+            assert edge["group"] == k and edge["matched"] is (k % 2 == 0)
+            assert edge["caption"].startswith(_tag(world.mosaic[(layer, gid)]["sha256"]))
+    # the run's identity is untouched
+    assert (world.dir / "circuit.json").read_bytes() == world.circuit_bytes
+    assert [r["uid"] for r in world.store.read("MATCH (r:Run) RETURN r.uid AS uid")] == [world.uid]
+    # the run directory keeps them too (a re-ingest restores them)
+    from neurflow_graph.annotations import read_run_annotations
+
+    in_dir = {(a.target, a.key) for a in read_run_annotations(world.dir) if a.source == SOURCE}
+    assert (neuron_group_uid(world.uid, *world.groups()[0]), "caption") in in_dir
+    assert "tokens this run: " in res.output and "requests: " in res.output
+
+
+def test_groups_by_label_finds_labels_across_runs(world: World) -> None:
+    from neurflow_graph.queries.library import run_query
+
+    with world.server() as srv:
+        assert world.invoke(url=srv.url).exit_code == 0
+    rows = run_query(store=world.store, name="groups_by_label", params={"text": "smooth"})
+    assert sorted((r["layer"], r["group_id"]) for r in rows) == sorted(world.groups())
+    assert {r["class"] for r in rows} == {"bee"} and {r["source"] for r in rows} == {SOURCE}
+    assert {r["model"] for r in rows} == {world.store.read("MATCH (m:Model) RETURN m.uid AS u")[0]["u"]}
+    layer, gid = world.groups()[2]
+    sha = world.mosaic[(layer, gid)]["sha256"][:10]
+    (row,) = run_query(store=world.store, name="groups_by_label", params={"text": sha})
+    assert (row["layer"], row["group_id"], row["run"]) == (layer, gid, world.uid)
+    assert row["label"].startswith(_tag(sha)) and row["caption"].startswith(f"Mosaic {_tag(sha)}")
+    assert len(run_query(store=world.store, name="groups_by_label", params={"text": "smooth", "source": SOURCE,
+                                                                            "class": "bee"})) == len(rows)
+    from neurflow_graph.errors import NeurflowError
+
+    with pytest.raises(NeurflowError, match="no annotation has source 'user'"):  # a wrong name is an error
+        run_query(store=world.store, name="groups_by_label", params={"text": "smooth", "source": "user"})
+    assert run_query(store=world.store, name="groups_by_label", params={"text": "giraffe"}) == []
+
+
+def test_second_run_is_answered_from_the_cache(world: World) -> None:
+    with world.server() as srv:
+        first = world.invoke(url=srv.url)
+        n = len(srv.seen)
+        before = sorted((a.target, a.key, json.dumps(a.value)) for a in world.annotations(source=SOURCE))
+        second = world.invoke(url=srv.url)
+        assert len(srv.seen) == n, "the second run sent requests"
+    assert first.exit_code == second.exit_code == 0
+    assert f"requests: 0 sent, {n} from the cache" in second.output
+    after = sorted((a.target, a.key, json.dumps(a.value)) for a in world.annotations(source=SOURCE))
+    assert after == before
+
+
+def test_interrupted_run_resumes_without_asking_twice(world: World) -> None:
+    """The server drops the connection on the 4th request: one error line, the answers received are
+    stored; the re-run asks only what is missing and ends with every group labelled."""
+    state = {"n": 0, "dead": True}
+
+    def script(seen):
+        state["n"] += 1
+        if state["dead"] and state["n"] == 4:
+            return ("close",)
+        return ("ok", default_answer(seen))
+
+    with world.server(script=script) as srv:
+        res = world.invoke("--concurrency", "1", "--max-retries", "0", url=srv.url)
+        assert res.exit_code == 2
+        assert res.output.startswith("Error: cannot reach " + srv.url) and res.output.count("\n") == 1
+        stored = {a.target for a in world.annotations(key="caption_answer", source=SOURCE)} | \
+                 {a.target for a in world.annotations(key="formation_answer", source=SOURCE)}
+        assert 3 <= len(stored) <= 4
+        n_first = len(srv.seen)
+        answered = {s.key for s in srv.seen[:n_first]} - {srv.seen[3].key}
+        state["dead"] = False
+        again = world.invoke("--concurrency", "1", url=srv.url)
+        assert again.exit_code == 0, again.output
+        asked_again = [s.key for s in srv.seen[n_first:]]
+    assert not set(asked_again) & answered, "an answered request was asked twice"
+    assert len(asked_again) == len(set(asked_again))
+    total = len(world.groups()) + len(world.with_children())
+    assert len({s.key for s in srv.seen}) == total
+    for layer, gid in world.groups():
+        assert world.value(neuron_group_uid(world.uid, layer, gid), "caption") is not None
+
+
+def test_dry_run_writes_the_exact_requests_and_sends_nothing(world: World) -> None:
+    with world.server() as srv:
+        res = world.invoke("--dry-run", url=srv.url, key=None)
+        assert srv.seen == []
+    assert res.exit_code == 0, res.output
+    out = world.dir / "labels" / "dry-run"
+    index = json.loads((out / "index.json").read_text())
+    assert len(index) == len(world.groups()) + len(world.with_children())
+    first = json.loads((out / index[0]["file"]).read_text())
+    assert first["model"] == MODEL and first["messages"][0] == {"role": "system", "content": prompts.ROLE_DESCRIPTION}
+    assert first["messages"][1]["content"][0] == {"type": "text", "text": prompts.CAPTION_PROMPT}
+    for entry in index:
+        for rel in entry["images"]:
+            data = (out / rel).read_bytes()
+            assert hashlib.sha256(data).hexdigest() in world.mosaic_bytes
+    assert world.annotations(source=SOURCE) == []
+    assert "dry run: nothing sent" in res.output
+
+
+def test_no_api_key_is_one_line_exit_2(world: World) -> None:
+    with world.server() as srv:
+        res = world.invoke(url=srv.url, key=None)
+        assert srv.seen == []
+    assert res.exit_code == 2
+    assert res.output.startswith("Error: OPENAI_API_KEY is not set") and res.output.count("\n") == 1
+
+
+def test_401_is_one_line_naming_the_url_never_the_key(world: World) -> None:
+    wrong = "sk-wrong-KEY-777777"
+    with world.server() as srv:
+        res = world.invoke(url=srv.url, key=wrong)
+    assert res.exit_code == 2
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: {srv.url} refused the API key (HTTP 401)")
+    assert wrong not in res.output and KEY not in res.output
+    assert res.output.count("Error:") == 1 and "Traceback" not in res.output
+
+
+def test_malformed_answer_is_kept_raw_and_the_others_go_on(world: World) -> None:
+    bad_group = world.groups()[1]
+    bad_sha = world.mosaic[bad_group]["sha256"]
+
+    def script(seen):
+        if seen.kind == "caption" and seen.images == [bad_sha]:
+            return ("ok", "These look like some pictures to me!")
+        return ("ok", default_answer(seen))
+
+    with world.server(script=script) as srv:
+        res = world.invoke(url=srv.url)
+    assert res.exit_code == 0, res.output
+    uid = neuron_group_uid(world.uid, *bad_group)
+    (raw,) = world.annotations(target=uid, key="caption_answer", source=SOURCE)
+    assert raw.value == {"raw": "These look like some pictures to me!", "parsed": False,
+                         "error": "no 'Common features:' and no 'Caption:' line"}
+    assert raw.meta["parse_ok"] is False
+    assert world.value(uid, "caption") is None and world.value(uid, "label") is None
+    others = [k for k in world.groups() if k != bad_group]
+    assert all(world.value(neuron_group_uid(world.uid, *k), "caption") for k in others)
+    assert f"caption {bad_group[0]}/{bad_group[1]}: no 'Common features:'" in res.output
+
+
+def test_budget_is_respected(world: World) -> None:
+    with world.server() as srv:
+        res = world.invoke("--max-requests", "3", url=srv.url)
+        assert len(srv.seen) == 3
+        total = len(world.groups()) + len(world.with_children())
+        assert f"{total - 3} requests left for later" in res.output
+        rest = world.invoke("--max-requests", "100", url=srv.url)
+        assert len(srv.seen) == total
+    assert res.exit_code == rest.exit_code == 0
+
+
+def test_layer_selection_and_wrong_layer(world: World) -> None:
+    with world.server() as srv:
+        res = world.invoke("--layer", "b1", url=srv.url)
+        assert res.exit_code == 0, res.output
+        b1 = [k for k in world.groups() if k[0] == "b1"]
+        assert [s.kind for s in srv.asked()] == ["caption"] * len(b1)  # the leaf layer has no children
+        bad = world.invoke("--layer", "b9", url=srv.url)
+    assert bad.exit_code == 2 and "layer 'b9' is not in this run's circuit; its layers: fc, b2, b1" in bad.output
+
+
+def test_evaluate_scores_captions_on_held_out_exemplars(world: World) -> None:
+    """The server answers the check perfectly by recognising the held-out exemplars' crops (computed
+    here from the source images): accuracy 1 for every group; answering 'none' scores negatives/n."""
+    from neurflow_graph.viz.exemplars import png_bytes, thumbnail
+
+    thumb = int(world.manifest["thumb"])
+    images = {ref.id: PILImage.open(ref.path).convert("RGB") for ref in world.circuit.images}
+    patches = {p.id: p for p in world.circuit.patches}
+
+    def crop_sha(pid: int) -> str:
+        p = patches[pid]
+        return hashlib.sha256(png_bytes(thumbnail(images[p.image], p.box, thumb=thumb))).hexdigest()
+
+    held_out: dict[str, set[str]] = {}  # the group's mosaic tag (named in its caption) -> its held-out crops
+    for g in world.circuit.neuron_groups:
+        entry = world.mosaic[(g.layer, g.id)]
+        held_out[_tag(entry["sha256"])] = {crop_sha(pid) for pid in group_patches(world.circuit, g)
+                                           - set(entry["patches"])}
+    mode = {"answer": "oracle"}
+
+    def script(seen):
+        if seen.kind != "evaluation":
+            return ("ok", default_answer(seen))
+        if mode["answer"] == "none":
+            return ("ok", "- Matching images: none")
+        (tag,) = [t for t in held_out if t in seen.texts[0]]
+        hits = [str(k) for k, h in enumerate(seen.images, start=1) if h in held_out[tag]]
+        return ("ok", "- Matching images: " + (", ".join(hits) or "none"))
+
+    with world.server(script=script) as srv:
+        assert world.invoke(url=srv.url).exit_code == 0
+        res = world.invoke("--evaluate", "--positives", "2", "--negatives", "3", url=srv.url)
+        assert res.exit_code == 0, res.output
+        assert srv.violations == []
+        evals = [s for s in srv.asked() if s.kind == "evaluation"]
+        assert evals and all(len(s.images) <= 5 for s in evals)
+        scores = {a.target: a for a in world.annotations(key="label_accuracy", source=SOURCE)}
+        assert len(scores) == len(evals)
+        for a in scores.values():
+            assert a.value == 1.0 and a.meta["counts"]["fp"] == 0 and a.meta["counts"]["fn"] == 0
+        assert "label accuracy all: 1.00" in res.output
+        # ground truth: the one group carrying a concept; its caption does not say "stripes"
+        assert "ground truth: 0 of 1 labelled groups name their ground-truth concept" in res.output
+        mode["answer"] = "none"
+        again = world.invoke("--evaluate", "--positives", "2", "--negatives", "3", "--cache-dir",
+                             str(world.dir / "fresh-cache"), url=srv.url)
+        assert again.exit_code == 0, again.output
+    for a in world.annotations(key="label_accuracy", source=SOURCE):
+        c = a.meta["counts"]
+        assert a.value == pytest.approx(c["tn"] / sum(c.values())) and c["tp"] == c["fp"] == 0
