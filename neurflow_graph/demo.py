@@ -51,11 +51,12 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
              per_class: int = 12, classes: Sequence[str] | None = None, device: str | None = None,
              params: dict[str, Any] | None = None, seed: int = 1, echo: Echo = print) -> DemoResult:
     """Run the demo; ``store_url`` defaults to ``embedded:<data_dir>``. Returns a :class:`DemoResult`."""
-    from neurflow_graph.analysis.ground_truth import annotate_groups
+    from neurflow_graph.analysis.ground_truth import ground_truth_annotations
+    from neurflow_graph.annotations import append_run_annotations
     from neurflow_graph.datasets.images import ImageRecord, predict_classes, resolve_class, select_class_images
     from neurflow_graph.extraction import ExtractParams, extract_circuit
     from neurflow_graph.models.registry import load_model
-    from neurflow_graph.store.ingest import ingest_circuit, model_uid
+    from neurflow_graph.store.ingest import ingest_run_dir, model_uid
     from neurflow_graph.store.mosaics import record_mosaics
     from neurflow_graph.store.url import open_store
 
@@ -63,6 +64,11 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
         raise InputError(f"--per-class must be at least 2, got {per_class}")
     data_dir = Path(data_dir)
     store_url = store_url or f"embedded:{data_dir}"
+    # Cheap checks before the world, the model and the extraction (minutes): every class name, and
+    # the store itself, so that a typo, a wrong URL or a server that is down fails now.
+    _check_class_names(classes or [])
+    with open_store(store_url):
+        pass
     result = DemoResult()
     t_all = time.perf_counter()
 
@@ -81,6 +87,7 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     class_indices = [resolve_class(model=model, text=c) for c in classes] if classes else list(range(len(truth.class_names)))
     extract_params = ExtractParams(**{**(params or {}), "seed": 0})  # the paper's defaults unless overridden
     circuits = {}
+    truth_by_group: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
     t = time.perf_counter()
     for c in class_indices:
         name = model.class_name(c)
@@ -89,8 +96,10 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
         echo(f"[{name}] extracting the circuit from {len(images)} images -> {run_dir}")
         circuit = extract_circuit(model=model, images=images, class_index=c, params=extract_params,
                                   run_dir=run_dir, resume=True, progress=False)
-        circuit = annotate_groups(circuit=circuit, truth=truth)
-        circuit.save(run_dir)
+        # ground-truth concept and purity are annotations beside circuit.json: the run's identity stays
+        notes = ground_truth_annotations(circuit=circuit, truth=truth)
+        append_run_annotations(run_dir, notes)
+        truth_by_group[name] = _truth_by_group(circuit, notes)
         circuits[name] = circuit
         result.run_dirs[name] = run_dir
     result.timing["extraction"] = time.perf_counter() - t
@@ -98,17 +107,18 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     t = time.perf_counter()
     with open_store(store_url) as store:
         for name, circuit in circuits.items():
-            result.run_uids[name] = ingest_circuit(store=store, circuit=circuit)
+            result.run_uids[name] = ingest_run_dir(store=store, run_dir=result.run_dirs[name]).uid
             record_mosaics(store=store, run_uid=result.run_uids[name], run_dir=result.run_dirs[name])
         result.timing["ingest"] = time.perf_counter() - t
         echo(f"ingested {len(circuits)} circuits into {store.display_url}")
         t = time.perf_counter()
         result.findings = _findings(store=store, model_uid=model_uid(next(iter(circuits.values()))),
-                                    circuits=circuits, truth=truth)
+                                    circuits=circuits, truth=truth, truth_by_group=truth_by_group)
         result.timing["queries"] = time.perf_counter() - t
     for name, circuit in circuits.items():
         groups = [g for g in circuit.neuron_groups if g.layer != circuit.model.layers[0]]
-        result.purity[name] = sum(g.purity or 0.0 for g in groups) / max(1, len(groups))
+        result.purity[name] = (sum(truth_by_group[name][(g.layer, g.id)]["purity"] for g in groups)
+                               / max(1, len(groups)))
     result.timing["total"] = time.perf_counter() - t_all
     for line in result.findings:
         echo(line)
@@ -119,11 +129,35 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     return result
 
 
+def _check_class_names(classes: Sequence[str]) -> None:
+    """InputError (with close matches) for a --class the demo model does not have; needs no model."""
+    from types import SimpleNamespace
+
+    from neurflow_graph.datasets.images import resolve_class
+    from neurflow_graph.models.registry import DEMO_NAME, get_spec
+
+    spec = get_spec(DEMO_NAME)
+    names_only = SimpleNamespace(spec=spec, num_classes=len(spec.class_names or []))
+    for text in classes:
+        resolve_class(model=names_only, text=text)
+
+
+def _truth_by_group(circuit: Any, notes: Sequence[Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(layer, group id) -> {"concept", "purity"} from the ground-truth annotations of ``circuit``."""
+    from neurflow_graph.identity import neuron_group_uid, run_uid
+
+    uid = run_uid(circuit)
+    by_target = {(a.target, a.key): a.value for a in notes}
+    return {(g.layer, g.id): {k: by_target.get((neuron_group_uid(uid, g.layer, g.id), k)) for k in ("concept", "purity")}
+            for g in circuit.neuron_groups}
+
+
 def _label(concept: Any) -> str:
     return str(concept).split(":", 1)[-1] if concept else "?"
 
 
-def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: Any) -> list[str]:
+def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: Any,
+              truth_by_group: dict[str, dict[tuple[str, int], dict[str, Any]]]) -> list[str]:
     """Plain-word findings from the Cypher library (each sentence names the query it came from)."""
     from neurflow_graph.queries.library import run_query
 
@@ -168,14 +202,17 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
         if not spurious or name not in circuits:
             continue
         circuit = circuits[name]
-        hits = [g for g in circuit.neuron_groups if g.concept in spurious and g.layer != circuit.model.layers[0]]
+        gt = truth_by_group[name]
+        hits = [g for g in circuit.neuron_groups
+                if gt[(g.layer, g.id)]["concept"] in spurious and g.layer != circuit.model.layers[0]]
         if not hits:
             out.append(f"{name}: spurious concepts {', '.join(map(_label, spurious))} did not surface as a neuron group")
             continue
         for g in sorted(hits, key=lambda g: circuit.model.layers.index(g.layer))[:3]:
             rows = run_query(store=store, name="concept_paths_to_logit",
                              params={"model": model_uid, "class": name, "layer": g.layer, "group": g.id, "limit": 1})
-            head = f"{name}: group {g.layer}/{g.id} is '{_label(g.concept)}' (purity {g.purity:.2f}), a spurious concept"
+            head = (f"{name}: group {g.layer}/{g.id} is '{_label(gt[(g.layer, g.id)]['concept'])}' "
+                    f"(purity {gt[(g.layer, g.id)]['purity']:.2f}), a spurious concept")
             if rows:
                 out.append(f"{head}; strongest path to the logit: {' -> '.join(rows[0]['path'])} "
                            f"(strength {rows[0]['strength']:+.3f})")

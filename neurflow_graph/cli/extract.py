@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -48,19 +49,33 @@ _SELECT_BATCH = 64  # D_c selection batch when --max-batch is not given
 @click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Largest forward/backward batch [256].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @device_option
+@click.option("--class-names", "class_names_file", default=None, type=click.Path(dir_okay=False),
+              help="File of class names in logit order (one per line, or a JSON list) for a model that "
+                   "declares no CLASS_NAMES; runs are then named by class instead of class_N.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the run directory.")
+@click.option("--restart", is_flag=True, help="Throw away the checkpoints of an unfinished run in --out and start over.")
+@click.option("--force", is_flag=True,
+              help="Replace a finished run in --out, or write into a non-empty folder that holds no run.")
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 def command(model: str, weights: str | None, layers: str | None, input_size: int | None, mean: str | None,
-            std: str | None, images_dir: str, classes: tuple[str, ...], out_dir: str, tau_layers: tuple[str, ...],
-            crop_fractions: str | None, device: str | None, resume: bool, no_progress: bool,
+            std: str | None, trust_pickle: bool, images_dir: str, classes: tuple[str, ...], out_dir: str,
+            tau_layers: tuple[str, ...], crop_fractions: str | None, device: str | None,
+            class_names_file: str | None, resume: bool, restart: bool, force: bool, no_progress: bool,
             **param_values: Any) -> None:
-    """Extract NeurFlow circuits of --class C (one or more) from the images --images DIR into --out RUN_DIR."""
+    """Extract NeurFlow circuits of --class C (one or more) from the images --images DIR into --out RUN_DIR.
+
+    An --out that holds a finished run, an unfinished one or unrelated files is refused unless
+    --force (replace), --resume (continue) or --restart (start over) says what to do with it.
+    Ctrl-C stops with exit code 130 and names the layer --resume continues from."""
     from neurflow_graph.datasets.images import (
         NOT_AN_IMAGE, list_images, predict_classes, resolve_class, select_class_images,
     )
-    from neurflow_graph.errors import InputError
-    from neurflow_graph.models.registry import load_model, resolve_device
+    from neurflow_graph.errors import ImageError, InputError
+    from neurflow_graph.extraction.rundir import check_out_dir
+    from neurflow_graph.models.registry import load_model, preprocessing_warning, read_class_names, resolve_device
 
+    if resume and restart:
+        raise InputError("--resume continues an unfinished run and --restart throws it away; give one of them")
     # Cheap checks first, so a typo does not cost a model download or an image scan.
     mean_t = parse_floats(mean, name="mean")
     std_t = parse_floats(std, name="std")
@@ -70,30 +85,49 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
         raise InputError(f"--stride-fraction must be in (0, 1], got {stride}")
     tau_pairs = [_parse_tau_layer(text) for text in tau_layers]
     resolve_device(device)
+    images_path = Path(images_dir).expanduser()
+    if not images_path.exists():
+        raise ImageError(f"image folder {images_path} does not exist; pass --images DIR with class sub-folders "
+                         "or image files")
+    if not images_path.is_dir():
+        raise ImageError(f"{images_path} is not a folder; pass --images DIR (a folder of images or of class "
+                         "sub-folders)")
+    names = read_class_names(class_names_file) if class_names_file is not None else None
 
-    records, skipped = list_images(images_dir)
-    not_images = [path for path, reason in skipped if reason == NOT_AN_IMAGE]
-    for path, reason in skipped:
-        if reason != NOT_AN_IMAGE:
-            click.echo(f"skipped {path}: {reason}", err=True)
-    if not_images:
-        names = ", ".join(p.name for p in not_images[:3]) + (", ..." if len(not_images) > 3 else "")
-        click.echo(f"ignored {len(not_images)} file(s) that are not images ({names})", err=True)
-
+    # Then the model, its layers and the classes, still before decoding any image.
     loaded = load_model(name=model, weights=weights, layers=layers, input_size=input_size, mean=mean_t,
-                        std=std_t, device=device)
+                        std=std_t, device=device, trust_pickle=trust_pickle, class_names=names)
+    warning = preprocessing_warning(loaded)
+    if warning:
+        click.echo(warning, err=True)
     tau_per_layer = _check_tau_layers(tau_pairs, loaded.spec.layers)
     indices: list[int] = []
     for text in classes:
         index = resolve_class(model=loaded, text=text)
         if index not in indices:
             indices.append(index)
+    run_dirs = _run_dirs(Path(out_dir), [(i, loaded.class_name(i)) for i in indices])
+    for i in indices:
+        check_out_dir(run_dirs[i], resume=resume, restart=restart, force=force)
+
+    records, skipped = list_images(images_path)
+    not_images = [path for path, reason in skipped if reason == NOT_AN_IMAGE]
+    for path, reason in skipped:
+        if reason != NOT_AN_IMAGE:
+            click.echo(f"skipped {path}: {reason}", err=True)
+    if not_images:
+        shown = ", ".join(p.name for p in not_images[:3]) + (", ..." if len(not_images) > 3 else "")
+        click.echo(f"ignored {len(not_images)} file(s) that are not images ({shown})", err=True)
+    if loaded.spec.class_names is None and any(r.label is not None for r in records):
+        click.echo(f"warning: {loaded.spec.name} declares no class names, so runs are named class_N although the "
+                   "images sit in class folders; declare CLASS_NAMES = [...] in the model's module or pass "
+                   "--class-names FILE (one name per line, in logit order)", err=True)
 
     batch = param_values.get("max_batch") or _SELECT_BATCH
-    predictions = predict_classes(model=loaded, images=records, batch_size=batch)
+    with _device_memory(loaded, batch=batch, run_dir=None):
+        predictions = predict_classes(model=loaded, images=records, batch_size=batch)
     selections = {i: select_class_images(model=loaded, images=records, class_index=i, predictions=predictions)
                   for i in indices}
-    run_dirs = _run_dirs(Path(out_dir), [(i, loaded.class_name(i)) for i in indices])
     for i in indices:
         click.echo(f"class {loaded.class_name(i)!r} ({i}): {len(selections[i])} of {len(records)} images "
                    f"classified as it (D_c) -> {run_dirs[i]}", err=True)
@@ -110,13 +144,48 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
     summaries: list[str] = []
     for i in indices:
         start = time.perf_counter()
-        circuit = extract_circuit(model=loaded, images=selections[i], class_index=i, params=params,
-                                  run_dir=run_dirs[i], resume=resume, progress=not no_progress)
+        done = [loaded.class_name(j) for j in indices[:indices.index(i)]]
+        with _interruption(loaded, run_dirs[i], class_name=loaded.class_name(i), done=done), \
+                _device_memory(loaded, batch=params.max_batch, run_dir=run_dirs[i]):
+            circuit = extract_circuit(model=loaded, images=selections[i], class_index=i, params=params,
+                                      run_dir=run_dirs[i], resume=resume, progress=not no_progress)
         seconds = time.perf_counter() - start
         summaries.append(f"{loaded.class_name(i)} ({i}): {run_dirs[i]}  {len(circuit.neurons)} neurons, "
                          f"{len(circuit.neuron_groups)} groups, {len(selections[i])} images, {seconds:.1f} s")
     for line in summaries:
         click.echo(line)
+
+
+@contextmanager
+def _interruption(loaded: Any, run_dir: Path, *, class_name: str, done: list[str]) -> Iterator[None]:
+    """Ctrl-C during one class's extraction -> Interrupted naming the layer --resume continues from."""
+    from neurflow_graph.errors import Interrupted
+    from neurflow_graph.extraction.rundir import resume_point
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        point = resume_point(run_dir, loaded.spec.layers)
+        kept = f"; finished: {', '.join(done)}" if done else ""
+        raise Interrupted(f"interrupted; rerun the same command with --resume to continue from {point} "
+                          f"(class {class_name}{kept})") from None
+
+
+@contextmanager
+def _device_memory(loaded: Any, *, batch: int, run_dir: Path | None) -> Iterator[None]:
+    """An out-of-memory error on the model's device -> one line naming it and a smaller --max-batch."""
+    from neurflow_graph.errors import device_memory_error
+
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        resume = " --resume" if run_dir is not None else ""
+        hint = (f"rerun with a smaller --max-batch (now {batch}; try {max(1, batch // 2)}){resume}, "
+                "free the device of other jobs, or use --device cpu")
+        wrapped = device_memory_error(e, device=str(loaded.device), hint=hint)
+        if wrapped is None:
+            raise
+        raise wrapped from e
 
 
 def _parse_crop_fractions(text: str | None) -> tuple[float, ...] | None:

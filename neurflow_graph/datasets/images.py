@@ -138,9 +138,13 @@ def select_class_images(*, model: LoadedModel, images: Sequence[ImageRecord], cl
     chosen = [r for r, p in zip(images, predictions) if p == class_index]
     if not chosen:
         top = ", ".join(f"{model.class_name(c)!r} ({c}): {k}" for c, k in Counter(predictions).most_common(3))
+        spec = model.spec
+        undeclared = " (the model declares no MEAN/STD: images go in unnormalised)" if (
+            spec.mean is None and spec.std is None) else ""
         raise ImageError(f"none of the {len(images)} images is classified as {model.class_name(class_index)!r} "
-                         f"({class_index}) by {model.spec.name}; it predicts {top}. Give images of that class "
-                         "(--images) or check --weights")
+                         f"({class_index}) by {spec.name}; it predicts {top}. Give images of that class "
+                         "(--images), or check --weights and the preprocessing (--input-size, --mean, --std)"
+                         f"{undeclared}")
     return chosen
 
 
@@ -158,7 +162,9 @@ def resolve_class(*, model: LoadedModel, text: str) -> int:
     if names is None:
         if text.lower().startswith("class_") and text[6:].isdigit():
             return resolve_class(model=model, text=text[6:])
-        raise InputError(f"{model.spec.name} has no class names; give --class as an index (0..{(n or 1) - 1})")
+        raise InputError(f"{model.spec.name} has no class names; give --class as an index (0..{(n or 1) - 1}), or "
+                         "declare the names: CLASS_NAMES = [...] in the model's module, or --class-names FILE "
+                         "(one per line, in logit order)")
     hits = [i for i, name in enumerate(names) if name.lower() == text.lower()]
     if len(hits) == 1:
         return hits[0]

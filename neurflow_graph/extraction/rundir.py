@@ -162,8 +162,9 @@ def check_out_dir(run_dir: str | Path, *, resume: bool, restart: bool, force: bo
     unrelated non-empty folder, unless the flag that allows it is given (RunDirError, one line).
 
     ``resume`` continues an unfinished run (or re-assembles a finished one from its matching
-    checkpoints); ``restart`` throws an unfinished run's checkpoints away; ``force`` replaces a
-    finished run or writes into a non-empty folder. Returns the state found."""
+    checkpoints); ``restart`` throws an unfinished run's checkpoints away; ``force`` replaces
+    whatever the folder holds (a finished or unfinished run) or writes into a non-empty folder.
+    Returns the state found."""
     st = run_dir_state(run_dir)
     d = st.path
     if st.kind == "foreign" and not force:
@@ -174,7 +175,7 @@ def check_out_dir(run_dir: str | Path, *, resume: bool, restart: bool, force: bo
     if st.kind == "finished" and not force and not (resume and st.has_checkpoints):
         raise RunDirError(f"--out {d} already holds a finished run ({d / CIRCUIT_NAME}); choose another --out, "
                           "or --force to replace it")
-    if st.kind == "unfinished" and not resume and not restart:
+    if st.kind == "unfinished" and not (resume or restart or force):
         raise RunDirError(f"--out {d} holds an unfinished extraction; continue it with --resume, "
                           "or throw its checkpoints away with --restart")
     return st
