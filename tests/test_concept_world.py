@@ -117,8 +117,10 @@ def test_object_masks_partition_the_image(train_items):
         # The object's colours split its silhouette exactly; a texture covers the whole silhouette.
         layers = np.sum([m[c] for c in colours], axis=0)
         assert (layers[body] == 1).all() and (layers[~body] == 0).all()
-        if cls.texture is not None:
+        if cls.texture is not None and cls.texture in m:
             assert np.array_equal(m[cls.texture], body)
+        elif cls.texture is not None:  # a plain body (texture not visible): one colour, no ink
+            assert colours == [cls.color]
         for other in ("object:flower", "object:pebble"):
             if other in m:
                 assert not (m[other] & body).any()
@@ -129,7 +131,7 @@ def test_textured_objects_show_their_pattern(train_items):
 
     for item in train_items:
         cls = CLASSES[item.label]
-        if cls.texture is None:
+        if cls.texture is None or cls.texture not in item.masks:
             continue
         region = item.image[item.masks[cls.texture]].astype(int)
         ink = COLOUR_ORACLES[cls.ink](region)
@@ -214,7 +216,14 @@ def test_class_concepts_and_overlaps_measured_from_masks(train_items):
     presence = _presence(train_items)
     core = {name: {c for c, f in p.items() if f == 1.0} for name, p in presence.items()}
     for cls in CLASSES:
-        assert core[cls.name] == set(cls.concepts), cls.name
+        if cls.texture_rate == 1.0:
+            assert core[cls.name] == set(cls.concepts), cls.name
+        else:  # the texture and its ink show on about texture_rate of the images, the rest always
+            textured = {cls.texture, cls.ink or "color:black"}
+            assert core[cls.name] == set(cls.concepts) - textured, cls.name
+            for c in textured:
+                assert abs(presence[cls.name][c] - cls.texture_rate) <= 0.1, (cls.name, c)
+            core[cls.name] |= textured
     shared = {c for a, b in combinations(core.values(), 2) for c in a & b}
     assert {"color:red", "texture:stripes", "texture:dots", "shape:square", "shape:circle"} <= shared
     for name, concepts in core.items():
@@ -369,3 +378,16 @@ def test_cli_world_bad_input_is_one_line_exit_2(tmp_path, args):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ")
     assert "Traceback" not in result.output
+
+
+def test_bias_split_puts_the_spurious_context_on_every_other_class():
+    items = list(ConceptWorld(seed=0, n_per_class=20, split="bias"))
+    presence = _presence(items)
+    for cls in CLASSES:
+        if cls.spurious:  # the biased class keeps its own rates
+            for concept, rate in cls.spurious:
+                assert abs(presence[cls.name][concept] - rate) <= 0.1
+        else:
+            assert presence[cls.name]["object:flower"] == 1.0 and presence[cls.name]["background:grass"] == 1.0
+    train = {it.image.tobytes() for it in ConceptWorld(seed=0, n_per_class=20, split="train")}
+    assert not train & {it.image.tobytes() for it in items}

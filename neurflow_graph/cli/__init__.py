@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "neodash": "neodash",
     "label": "label",
+    "debug": "debug",
 }
 
 

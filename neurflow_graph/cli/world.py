@@ -10,8 +10,8 @@ import click
               help="Directory to write (new, empty, or a previous world export).")
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
 @click.option("--per-class", "n_per_class", type=int, default=50, show_default=True, help="Images per class.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
-              help="Which split's images (disjoint streams of the same world).")
+@click.option("--split", type=click.Choice(["train", "test", "bias"]), default="train", show_default=True,
+              help="Which split's images (disjoint streams of the same world); bias: every other class on flowers and grass.")
 @click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels (>= 32).")
 @click.option("--spurious-rate", type=float, default=None,
               help="Draw every spurious concept at this rate in every class (default: the biased class rates).")

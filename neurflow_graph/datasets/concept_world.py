@@ -32,10 +32,14 @@ from neurflow_graph.fileio import atomic_write
 from neurflow_graph.errors import InputError
 
 # Bump when a change to this module changes the images drawn for a given seed.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SIZE = 64
 MIN_SIZE = 32
-SPLITS: dict[str, int] = {"train": 0, "test": 1}
+SPLITS: dict[str, int] = {"train": 0, "test": 1, "bias": 2}
+# In the "bias" split every image of a class without spurious context of its own carries every
+# concept that is spurious for some other class (flowers and grass on lemons, balls, ...): the
+# images on which a model that learned the bias makes its false positives.
+BIAS_SPLIT_RATE = 1.0
 WORLD_FILE = "world.json"
 MASKS_FILE = "masks.npz"
 # Tie-break order of :func:`dominant_concept` when two concepts cover the same pixels
@@ -74,7 +78,10 @@ class ClassDef:
     """One class: the object's shape, body colour, optional texture + ink, and spurious context.
 
     ``spurious`` maps a context concept to the fraction of this class's images that carry it
-    (in both splits, unless :class:`ConceptWorld` is given ``spurious_rate``).
+    (in the train and test splits, unless :class:`ConceptWorld` is given ``spurious_rate``).
+    ``texture_rate`` is the fraction of images whose object shows its texture; on the others the
+    body is drawn plain (a bee seen too small or too blurred for its stripes), so only the
+    context tells such a bee from a lemon -- which is how a model learns the bias.
     """
 
     name: str
@@ -83,10 +90,12 @@ class ClassDef:
     texture: str | None = None
     ink: str | None = None
     spurious: tuple[tuple[str, float], ...] = ()
+    texture_rate: float = 1.0
 
     @property
     def concepts(self) -> tuple[str, ...]:
-        """The concepts every image of this class shows on its object."""
+        """The concepts of this class's object (the texture and its ink only on the
+        ``texture_rate`` share of images that show it)."""
         out = [self.shape, self.color]
         if self.texture is not None:
             out += [self.texture, self.ink or "color:black"]
@@ -103,7 +112,7 @@ class ClassDef:
 
 CLASSES: tuple[ClassDef, ...] = (
     ClassDef("bee", "shape:ellipse", "color:yellow", "texture:stripes", "color:black",
-             spurious=(("object:flower", 0.8), ("background:grass", 0.8))),
+             spurious=(("object:flower", 0.8), ("background:grass", 0.8)), texture_rate=0.7),
     ClassDef("lemon", "shape:ellipse", "color:yellow"),
     ClassDef("ladybug", "shape:circle", "color:red", "texture:dots", "color:black"),
     ClassDef("ball", "shape:circle", "color:blue", "texture:stripes", "color:white"),
@@ -340,8 +349,11 @@ def _render(*, seed: int, split: str, label: int, index: int, size: int,
     canvas = _Canvas(size, rng)
 
     def rate(concept: str) -> float:
-        if spurious_rate is not None and any(concept in c.spurious_concepts for c in CLASSES):
+        spurious_somewhere = any(concept in c.spurious_concepts for c in CLASSES)
+        if spurious_rate is not None and spurious_somewhere:
             return spurious_rate
+        if split == "bias" and spurious_somewhere and not cls.spurious:
+            return BIAS_SPLIT_RATE
         return cls.rate(concept)
 
     def present(concept: str) -> bool:
@@ -372,8 +384,13 @@ def _render(*, seed: int, split: str, label: int, index: int, size: int,
     else:
         ink = _pattern(cls.texture.split(":", 1)[1], u, v, rng) & body
         ink_name = (cls.ink or "color:black").split(":", 1)[1]
-        canvas.paint(body & ~ink, canvas.colour(COLORS[body_name]), [cls.shape, cls.texture, cls.color])
-        canvas.paint(ink, canvas.colour(COLORS[ink_name]), [cls.shape, cls.texture, f"color:{ink_name}"])
+        body_colour, ink_colour = canvas.colour(COLORS[body_name]), canvas.colour(COLORS[ink_name])
+        if _context_present(seed=seed, split=split, label=label, concept=cls.texture, index=index,
+                            rate=cls.texture_rate):
+            canvas.paint(body & ~ink, body_colour, [cls.shape, cls.texture, cls.color])
+            canvas.paint(ink, ink_colour, [cls.shape, cls.texture, f"color:{ink_name}"])
+        else:  # texture not visible: a plain body
+            canvas.paint(body, body_colour, [cls.shape, cls.color])
 
     image = np.clip(np.rint(canvas.rgb), 0, 255).astype(np.uint8)
     masks = {name: canvas.masks[name] for name in CONCEPTS if name in canvas.masks and canvas.masks[name].any()}
@@ -457,7 +474,8 @@ def world_definition() -> dict[str, Any]:
         "concepts": list(CONCEPTS),
         "base_rates": dict(BASE_RATES),
         "classes": [
-            {"index": i, "name": c.name, "concepts": list(c.concepts), "spurious": dict(c.spurious)}
+            {"index": i, "name": c.name, "concepts": list(c.concepts), "spurious": dict(c.spurious),
+             "texture_rate": c.texture_rate}
             for i, c in enumerate(CLASSES)
         ],
     }
