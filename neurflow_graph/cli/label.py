@@ -13,6 +13,23 @@ import click
 from neurflow_graph.cli.options import store_options
 
 
+def _progress():
+    """One updating line on a terminal's stderr (nothing when stderr is not a terminal)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    done = [0]
+
+    def show(outcome) -> None:
+        done[0] += 1
+        r = outcome.request
+        click.echo(f"\r{done[0]} answered; last: {r.kind} {r.subject['layer']}/{r.subject['gid']} {outcome.status}"
+                   "\x1b[K", err=True, nl=False)
+
+    return show
+
+
 @click.command("label")
 @click.option("--run", "run", required=True, help="Run uid (or a unique prefix; see `neurflow-graph runs`).")
 @click.option("--layer", "layers", multiple=True, help="Label only this layer's groups (repeat for more). Default: all.")
@@ -64,7 +81,7 @@ def command(run: str, layers: tuple[str, ...], model_name: str | None, base_url:
     store = open_store(store_url, database=database, username=username, password=password)
     common = dict(store=store, run=run, config=config, run_dir=run_dir, layers=list(layers) or None,
                   cache_dir=cache_dir, max_requests=max_requests, concurrency=concurrency,
-                  dry_run_dir=dry_run_dir, dry_run=dry_run)
+                  dry_run_dir=dry_run_dir, dry_run=dry_run, progress=_progress())
     try:
         if evaluate:
             summary = evaluate_run(positives=positives, negatives=negatives, seed=seed, **common)
@@ -75,6 +92,8 @@ def command(run: str, layers: tuple[str, ...], model_name: str | None, base_url:
                           "again to continue (nothing is asked twice)") from None
     finally:
         store.close()
+        if common["progress"] is not None:
+            click.echo("", err=True)
     for line in summary.lines():
         click.echo(line)
     if summary.failed:

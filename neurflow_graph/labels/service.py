@@ -124,7 +124,9 @@ class LabelSummary:
             elif r.kind == "formation":
                 p = parse_formation(o.reply.text, n_groups=1 + len(r.subject["children"]))
             else:
-                continue
+                from neurflow_graph.labels.evaluate import score_answer
+
+                p = score_answer(o.reply.text, r.subject["positives"])
             if not p.ok:
                 out.append(f"{r.kind} {r.subject['layer']}/{r.subject['gid']}: {p.error}")
         return out
@@ -158,13 +160,13 @@ def _client_factory(config: EndpointConfig, holder: list[ChatClient]) -> Callabl
 
 def _ask(*, requests: Sequence[Any], config: EndpointConfig, cache_dir: Path, max_requests: int | None,
          concurrency: int, dry_run_dir: Path | None, outcomes: list[Outcome],
-         finish: Callable[[list[Outcome]], None]) -> None:
+         finish: Callable[[list[Outcome]], None], progress: Callable[[Outcome], Any] | None = None) -> None:
     """Execute ``requests``; ``finish(outcomes)`` stores whatever was answered, even when interrupted."""
     clients: list[ChatClient] = []
     try:
         execute(requests, cache=ResponseCache(cache_dir), outcomes=outcomes,
                 complete=_client_factory(config, clients), max_requests=max_requests, concurrency=concurrency,
-                dry_run_dir=dry_run_dir)
+                dry_run_dir=dry_run_dir, progress=progress)
     finally:
         for c in clients:
             c.close()
@@ -175,7 +177,7 @@ def _ask(*, requests: Sequence[Any], config: EndpointConfig, cache_dir: Path, ma
 def label_run(*, store: Any, run: str, config: EndpointConfig, run_dir: str | Path | None = None,
               layers: Sequence[str] | None = None, children: int = 3, cache_dir: str | Path | None = None,
               max_requests: int | None = None, concurrency: int = 4, dry_run_dir: str | Path | None = None,
-              dry_run: bool = False) -> LabelSummary:
+              dry_run: bool = False, progress: Callable[[Outcome], Any] | None = None) -> LabelSummary:
     """Caption every neuron group of the run and explain each group's formation from its children."""
     from neurflow_graph.labels.mosaics import neuron_group_mosaics
     from neurflow_graph.labels.plan import plan_labels
@@ -195,7 +197,7 @@ def label_run(*, store: Any, run: str, config: EndpointConfig, run_dir: str | Pa
 
     _ask(requests=plan.requests, config=config, cache_dir=Path(cache_dir) if cache_dir else base / "cache",
          max_requests=max_requests, concurrency=concurrency, dry_run_dir=dry, outcomes=summary.outcomes,
-         finish=finish)
+         finish=finish, progress=progress)
     return summary
 
 
@@ -241,7 +243,8 @@ def _cropper(circuit: Circuit, run_dir: Path, thumb: int) -> Callable[[int], Any
 def evaluate_run(*, store: Any, run: str, config: EndpointConfig, run_dir: str | Path | None = None,
                  layers: Sequence[str] | None = None, positives: int = 4, negatives: int = 4, seed: int = 0,
                  cache_dir: str | Path | None = None, max_requests: int | None = None, concurrency: int = 4,
-                 dry_run_dir: str | Path | None = None, dry_run: bool = False) -> LabelSummary:
+                 dry_run_dir: str | Path | None = None, dry_run: bool = False,
+                 progress: Callable[[Outcome], Any] | None = None) -> LabelSummary:
     """The label-quality check of every captioned group (see :mod:`evaluate`), plus the ground-truth
     agreement where the groups carry a ground-truth concept (the concept world)."""
     from neurflow_graph.annotations import make_annotation
@@ -302,7 +305,7 @@ def evaluate_run(*, store: Any, run: str, config: EndpointConfig, run_dir: str |
 
     _ask(requests=requests, config=config, cache_dir=Path(cache_dir) if cache_dir else base / "cache",
          max_requests=max_requests, concurrency=concurrency, dry_run_dir=dry, outcomes=summary.outcomes,
-         finish=finish)
+         finish=finish, progress=progress)
     if dry is None:
         for layer, n, mean in ev.summarise(accuracy, circuit.model.layers):
             summary.extra.append(f"label accuracy {layer}: {mean:.2f} over {n} groups "
