@@ -121,3 +121,20 @@ def feeds_uid(run_uid: str, child_layer: str, child_gid: int, parent_layer: str,
 def annotation_uid(target: str, key: str, source: str) -> str:
     """sha256 of (target, key, source), 24 hex digits: one annotation per target, key and source."""
     return hashlib.sha256(_dumps([target, key, source])).hexdigest()[:24]
+
+
+# ---- directions (engineer F, issue 12) ------------------------------------------------------
+
+def model_uid_for(name: str, weights_sha256: str | None) -> str:
+    """:func:`model_uid` from a model's name and weights hash (for results that are not circuits)."""
+    return f"{uid_part(name, what='model name')}@{weights_sha256[:16] if weights_sha256 else 'random'}"
+
+
+def basis_uid(model_uid: str, layer: str, site: str) -> str:
+    """uid of the PCA basis of one site (``pre``/``post``/``out``) of a layer: one per (model, layer, site)."""
+    return f"{layer_uid(model_uid, layer)}|{uid_part(site, what='site')}"
+
+
+def direction_uid(model_uid: str, layer: str, site: str, index: int) -> str:
+    """uid of principal direction ``index`` (0 = highest variance) of a layer site."""
+    return f"{basis_uid(model_uid, layer, site)}|pc{int(index)}"
