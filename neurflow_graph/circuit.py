@@ -31,6 +31,8 @@ from neurflow_graph.fileio import atomic_write
 
 SCHEMA_VERSION = 1
 CIRCUIT_FILE = "circuit.json"
+# per-group fields version 1 allowed inline; now annotations (read, never written)
+LEGACY_GROUP_ANNOTATIONS = ("concept", "purity", "label", "caption")
 
 
 @dataclass
@@ -76,11 +78,7 @@ class NeuronGroup:
     layer: str
     id: int
     members: list[list[int]]  # [[neuron_index, semantic_group_id], ...]
-    # Optional annotations (ground-truth scoring, MLLM labels); None when absent.
-    concept: str | None = None
-    purity: float | None = None
-    label: str | None = None
-    caption: str | None = None
+    # Labels, concepts, purity... are annotations (neurflow_graph/annotations.py), not results.
 
 
 @dataclass
@@ -121,6 +119,9 @@ class Circuit:
     software: dict[str, str] = field(default_factory=dict)
     created_at: str | None = None
     schema_version: int = SCHEMA_VERSION
+    # version-1 files carried per-group annotations inline; they are read into here as
+    # (layer, group id, key, value) and become annotations at ingestion (never part of the results)
+    legacy_annotations: list[tuple[str, int, str, Any]] = field(default_factory=list, compare=False, repr=False)
 
     # ---- convenience views -------------------------------------------------
     @property
@@ -139,6 +140,7 @@ class Circuit:
     # ---- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("legacy_annotations", None)
         d["class"] = d.pop("class_")
         order = ["schema_version", "model", "class", "params", "timing", "software", "created_at",
                  "neurons", "edges", "neuron_groups", "group_edges", "patches", "images"]
@@ -165,7 +167,7 @@ class Circuit:
                                 semantic_groups=[SemanticGroup(**g) for g in n["semantic_groups"]])
                          for n in d["neurons"]],
                 edges=[Edge(**e) for e in d["edges"]],
-                neuron_groups=[NeuronGroup(**g) for g in d["neuron_groups"]],
+                neuron_groups=[NeuronGroup(layer=g["layer"], id=g["id"], members=g["members"]) for g in d["neuron_groups"]],
                 group_edges=[GroupEdge(**e) for e in d["group_edges"]],
                 patches=[Patch(**p) for p in d["patches"]],
                 images=[ImageRef(**i) for i in d["images"]],
@@ -174,6 +176,8 @@ class Circuit:
             raise RunFormatError(f"circuit.json is missing the field {e.args[0]!r}") from e
         except TypeError as e:
             raise RunFormatError(f"circuit.json has a malformed entry: {e}") from e
+        c.legacy_annotations = [(g["layer"], g["id"], k, g[k]) for g in d["neuron_groups"]
+                                for k in LEGACY_GROUP_ANNOTATIONS if g.get(k) is not None]
         c.validate()
         return c
 
@@ -237,8 +241,6 @@ class Circuit:
                            for e in self.group_edges if not math.isfinite(e.weight)), None)
         bad = bad or next((f"semantic group {n.layer}/{n.index}/{g.id}" for n in self.neurons
                            for g in n.semantic_groups if not math.isfinite(g.mean_activation)), None)
-        bad = bad or next((f"neuron group {g.layer}/{g.id}" for g in self.neuron_groups
-                           if g.purity is not None and not math.isfinite(g.purity)), None)
         if bad:
             raise RunFormatError(f"circuit.json: {bad} has a NaN or infinite number; re-run the extraction")
 

@@ -1,14 +1,18 @@
 """`neurflow-graph demo` end to end, judged by the concept world's ground truth."""
 
+import shutil
+
 from click.testing import CliRunner
 
 from neurflow_graph.cli import cli
+from neurflow_graph.annotations import read_run_annotations
 from neurflow_graph.circuit import load_circuit
 from neurflow_graph.datasets.concept_world import CLASSES
 from neurflow_graph.demo import run_demo
+from neurflow_graph.identity import neuron_group_uid
 from neurflow_graph.queries.library import run_query
 from neurflow_graph.store.url import open_store
-from tests.conftest import redis_pids_for
+from conftest import redis_pids_for
 
 FAST = {"k": 20, "tau": 8, "ig_steps": 8}
 
@@ -18,12 +22,17 @@ def test_demo_finds_the_spurious_concepts_of_the_biased_class(tmp_path):
     result = run_demo(data_dir=tmp_path, per_class=6, classes=["bee", "lemon"], params=FAST, echo=lines.append)
 
     bee = load_circuit(result.run_dirs["bee"])
+    notes = read_run_annotations(result.run_dirs["bee"])
+    concepts = {a.target: a.value for a in notes if a.key == "concept" and a.source == "ground_truth"}
+    purities = {a.target: a.value for a in notes if a.key == "purity" and a.source == "ground_truth"}
     spurious = {c for c, _ in next(c for c in CLASSES if c.name == "bee").spurious}
     # ground truth: some neuron group of the bee circuit is made of flower or grass patches
-    assert {g.concept for g in bee.neuron_groups} & spurious
+    assert set(concepts.values()) & spurious
     assert any("bee: group" in line and "spurious" in line for line in lines)
-    # every scored group carries a purity in [0, 1]
-    assert all(0.0 <= g.purity <= 1.0 for g in bee.neuron_groups)
+    # every group is scored (an annotation beside circuit.json) with a purity in [0, 1]
+    uid = result.run_uids["bee"]
+    assert set(purities) == set(concepts) == {neuron_group_uid(uid, g.layer, g.id) for g in bee.neuron_groups}
+    assert all(0.0 <= p <= 1.0 for p in purities.values())
 
     with open_store(f"embedded:{tmp_path}") as store:
         runs = store.read("MATCH (r:Run {status: 'complete', latest: true}) RETURN r.uid AS uid, r.class_name AS c")
@@ -33,6 +42,17 @@ def test_demo_finds_the_spurious_concepts_of_the_biased_class(tmp_path):
                         params={"model": bee.model.name, "class": "bee", "layer": bee.model.layers[-1], "limit": 1})
         assert any(" -> ".join(top[0]["path"]) in line for line in lines)
     assert redis_pids_for(tmp_path) == []
+
+    # issue 8 item 1: the demo again, re-extracting from scratch (no checkpoint, no circuit.json),
+    # gives the same runs, not a second copy of each (new timings and dates do not count)
+    for run_dir in result.run_dirs.values():
+        shutil.rmtree(run_dir / "checkpoints")
+        (run_dir / "circuit.json").unlink()
+    again = run_demo(data_dir=tmp_path, per_class=6, classes=["bee", "lemon"], params=FAST, echo=lambda _: None)
+    assert load_circuit(again.run_dirs["bee"]).created_at is not None
+    assert again.run_uids == result.run_uids
+    with open_store(f"embedded:{tmp_path}") as store:
+        assert sorted(r["u"] for r in store.read("MATCH (r:Run) RETURN r.uid AS u")) == sorted(result.run_uids.values())
 
 
 def test_demo_command_rejects_bad_input_in_one_line(tmp_path):

@@ -1,13 +1,16 @@
 """Neuron groups scored against the concept world's masks."""
 
+import copy
+
 import numpy as np
 import pytest
 
-from neurflow_graph.analysis.ground_truth import annotate_groups, score_groups
+from neurflow_graph.analysis.ground_truth import ground_truth_annotations, score_groups
 from neurflow_graph.circuit import (
     Circuit, ClassInfo, ImageRef, ModelInfo, Neuron, NeuronGroup, Patch, SemanticGroup,
 )
 from neurflow_graph.datasets.concept_world import export_world, load_world_ground_truth
+from neurflow_graph.identity import neuron_group_uid, run_uid
 
 
 def _bbox(mask: np.ndarray) -> list[int]:
@@ -57,10 +60,13 @@ def test_groups_are_named_after_the_concept_their_patches_show(world):
     assert scores[("conv", 0)].baseline < 1.0
 
 
-def test_annotate_writes_concept_and_purity_on_a_copy(world):
+def test_ground_truth_becomes_annotations_and_leaves_the_circuit_alone(world):
     circuit = _circuit(world, "object:flower", "texture:checker")
-    annotated = annotate_groups(circuit=circuit, truth=world)
-    assert [g.concept for g in circuit.neuron_groups] == [None, None, None]
-    got = {(g.layer, g.id): (g.concept, g.purity) for g in annotated.neuron_groups}
-    assert got[("conv", 1)][0] == "texture:checker" and got[("conv", 1)][1] == pytest.approx(1.0)
-    annotated.validate()
+    before = (copy.deepcopy(circuit), run_uid(circuit))
+    notes = ground_truth_annotations(circuit=circuit, truth=world)
+    assert (circuit, run_uid(circuit)) == before
+    assert {a.source for a in notes} == {"ground_truth"} and {a.target_label for a in notes} == {"NeuronGroup"}
+    got = {(a.target, a.key): a.value for a in notes}
+    flower = neuron_group_uid(run_uid(circuit), "conv", 0)
+    assert got[(flower, "concept")] == "object:flower" and got[(flower, "purity")] == pytest.approx(1.0)
+    assert len(got) == 2 * len(circuit.neuron_groups)

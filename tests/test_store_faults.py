@@ -164,14 +164,19 @@ def test_two_concurrent_ingests_both_complete(tmp_path, embedded_dir, falkor_gra
         assert graph_dump(s) == expected
 
 
-def test_a_run_with_nan_stops_the_whole_ingest_before_anything_is_written(tmp_path, embedded_dir):
-    for i, name in enumerate(["good", "bad"]):
+def test_a_run_with_nan_stops_the_ingest_before_any_of_its_writes(tmp_path, embedded_dir):
+    # ingest streams runs (issue 8 item 7): each is validated completely before any of its writes;
+    # the runs before a bad one stay complete, the bad one leaves nothing
+    for i, name in enumerate(["a_good", "b_bad"]):
         synthetic_circuit(class_index=i, class_name=name).save(tmp_path / name)
-    data = json.loads((tmp_path / "bad" / "circuit.json").read_text())
+    data = json.loads((tmp_path / "b_bad" / "circuit.json").read_text())
     data["edges"][0]["weight"] = float("nan")  # json writes it as NaN, which load accepts
-    (tmp_path / "bad" / "circuit.json").write_text(json.dumps(data))
-    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "good"), str(tmp_path / "bad"),
+    (tmp_path / "b_bad" / "circuit.json").write_text(json.dumps(data))
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "a_good"), str(tmp_path / "b_bad"),
                                  "--store", f"embedded:{embedded_dir}"])
-    assert r.exit_code == 2 and "NaN or infinite" in r.output
+    assert r.exit_code == 2 and "NaN or infinite" in r.output and "b_bad" in r.output
+    assert "1 run(s) before it are ingested" in r.output and "Traceback" not in r.output
     with FalkorStore(embedded_dir) as store:
-        assert list_runs(store=store) == []
+        assert [(x.class_name, x.status) for x in list_runs(store=store)] == [("a_good", "complete")]
+        assert store.read("MATCH (s:SemanticGroup) WHERE s.run <> $u RETURN count(s) AS c",
+                          {"u": list_runs(store=store)[0].uid}) == [{"c": 0}]

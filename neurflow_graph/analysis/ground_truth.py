@@ -13,7 +13,7 @@ For a neuron group G with concept V_G (the union of its members' patches):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from neurflow_graph.circuit import Circuit, NeuronGroup
 from neurflow_graph.datasets.concept_world import WorldGroundTruth
@@ -67,9 +67,20 @@ def score_groups(*, circuit: Circuit, truth: WorldGroundTruth, min_coverage: flo
     return scores
 
 
-def annotate_groups(*, circuit: Circuit, truth: WorldGroundTruth, min_coverage: float = 0.1) -> Circuit:
-    """A copy of ``circuit`` whose neuron groups carry ``concept`` and ``purity`` from the ground truth."""
-    by_key = {(s.layer, s.group): s for s in score_groups(circuit=circuit, truth=truth, min_coverage=min_coverage)}
-    groups = [replace(g, concept=by_key[(g.layer, g.id)].concept, purity=round(by_key[(g.layer, g.id)].purity, 6))
-              for g in circuit.neuron_groups]
-    return replace(circuit, neuron_groups=groups)
+def ground_truth_annotations(*, circuit: Circuit, truth: WorldGroundTruth, min_coverage: float = 0.1) -> list:
+    """Every neuron group's ground-truth ``concept`` and ``purity`` as annotations (source
+    ``ground_truth``; ``meta`` holds the baseline rate, the number of patches and ``min_coverage``).
+    They target the groups of run ``identity.run_uid(circuit)`` and leave the circuit unchanged."""
+    from neurflow_graph.annotations import make_annotation
+    from neurflow_graph.identity import neuron_group_uid, run_uid
+
+    uid = run_uid(circuit)
+    out = []
+    for s in score_groups(circuit=circuit, truth=truth, min_coverage=min_coverage):
+        target = neuron_group_uid(uid, s.layer, s.group)
+        meta = {"baseline": round(s.baseline, 6), "n_patches": s.n_patches, "min_coverage": min_coverage}
+        out.append(make_annotation(target=target, target_label="NeuronGroup", key="concept", value=s.concept,
+                                   source="ground_truth", meta=meta))
+        out.append(make_annotation(target=target, target_label="NeuronGroup", key="purity",
+                                   value=round(s.purity, 6), source="ground_truth", meta=meta))
+    return out

@@ -19,14 +19,17 @@ def command(run_dirs: tuple[Path, ...], store_url: str, database: str | None, us
             password: str | None, force: bool, batch_size: int) -> None:
     """Ingest run directories (or parents of run directories) into the store.
 
-    Every run is read and validated before anything is written. A run becomes visible to queries
-    only once all of it is written; re-running the command finishes an interrupted ingest and
-    never duplicates anything. One summary line is printed per run.
+    Runs are streamed: each is read and validated completely before any of its writes, and only
+    one is in memory at a time; a run directory's annotations.jsonl is written after its circuit.
+    A run becomes visible to queries only once all of it is written; re-running the command
+    finishes an interrupted ingest (and repairs `latest`) and never duplicates anything. One
+    summary line is printed per run.
     """
-    from neurflow_graph.store.ingest import ingest_runs, load_runs
+    from neurflow_graph.store.ingest import find_run_dirs, ingest_runs, iter_runs
     from neurflow_graph.store.url import open_store
 
-    runs = load_runs(run_dirs)
+    find_run_dirs(run_dirs)  # a wrong path or an unfinished run stops the command before the store opens
+    runs = iter_runs(run_dirs)
     store = open_store(store_url, database=database, username=username, password=password)
     try:
         results = ingest_runs(store=store, runs=runs, force=force, batch_size=batch_size,

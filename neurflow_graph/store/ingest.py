@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from neurflow_graph.annotations import Annotation, make_annotation, now_utc, read_run_annotations
 from neurflow_graph.circuit import CIRCUIT_FILE, Circuit, load_circuit
 from neurflow_graph.errors import InputError, RunFormatError, StoreError
 from neurflow_graph.extraction.rundir import CHECKPOINT_DIR
@@ -47,7 +48,7 @@ NODE_PROPS: dict[str, tuple[str, ...]] = {
     "Image": ("sha256", "path"),
     "Patch": ("image_sha256", "x0", "y0", "x1", "y1"),
     "SemanticGroup": ("run", "layer", "neuron_index", "j", "size", "mean_activation"),
-    "NeuronGroup": ("run", "layer", "gid", "size", "concept", "purity", "label", "caption"),
+    "NeuronGroup": ("run", "layer", "gid", "size"),
 }
 
 # type -> (start label, end label, relationship properties)
@@ -89,6 +90,7 @@ def rel_query(rel_type: str) -> str:
 RUN_QUERY = ("UNWIND $rows AS row MERGE (r:Run {uid: row.uid}) "
              "ON CREATE SET r.status = 'ingesting', r.latest = false, r.created_at = row.created_at "
              "SET " + ", ".join(f"r.{p} = row.{p}" for p in RUN_PROPS))
+RUN_DIR_QUERY = "UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.run_dir = row.run_dir"
 COMPLETE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.status = 'complete', "
                   + ", ".join(f"r.{k} = row.{k}" for k in COUNT_KEYS))
 
@@ -140,9 +142,10 @@ def _dedupe(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
     return list(seen.values())
 
 
-def circuit_rows(circuit: Circuit) -> CircuitRows:
-    """Build all rows of ``circuit`` (validated first) in plain Python; no store involved."""
-    circuit.validate()
+def circuit_rows(circuit: Circuit, *, validate: bool = True) -> CircuitRows:
+    """Build all rows of ``circuit`` (validated first unless the caller just did) in plain Python."""
+    if validate:
+        circuit.validate()
     uid = run_uid(circuit)
     muid = model_uid(circuit)
     layers = list(circuit.model.layers)
@@ -190,9 +193,7 @@ def circuit_rows(circuit: Circuit) -> CircuitRows:
     ng_rows, member_rows = [], []
     for g in circuit.neuron_groups:
         gu = ng_uid(g.layer, g.id)
-        ng_rows.append({"uid": gu, "run": uid, "layer": g.layer, "gid": int(g.id), "size": len(g.members),
-                        "concept": g.concept, "purity": None if g.purity is None else float(g.purity),
-                        "label": g.label, "caption": g.caption})
+        ng_rows.append({"uid": gu, "run": uid, "layer": g.layer, "gid": int(g.id), "size": len(g.members)})
         for idx, j in g.members:
             member_rows.append({"a": gu, "b": sg_uid(g.layer, idx, j)})
     feeds_rows = [{"a": ng_uid(e.child_layer, e.child_group), "b": ng_uid(e.parent_layer, e.parent_group), "run": uid,
@@ -252,7 +253,8 @@ def expected_counts(rows: CircuitRows) -> dict[str, int]:
 
 @dataclass
 class IngestResult:
-    """One run's ingestion: ``skipped`` when it was already complete."""
+    """One run's ingestion: ``skipped`` when it was already complete (its annotations and ``latest``
+    are still brought up to date)."""
 
     uid: str
     model: str
@@ -262,6 +264,8 @@ class IngestResult:
     seconds: float
     skipped: bool = False
     source: Path | None = None
+    annotations: int = 0
+    annotations_skipped: int = 0
 
     @property
     def rels_per_second(self) -> float:
@@ -269,11 +273,16 @@ class IngestResult:
 
     def summary(self) -> str:
         """One line for the CLI."""
+        notes = ""
+        if self.annotations or self.annotations_skipped:
+            notes = f", {self.annotations} annotations"
+            if self.annotations_skipped:
+                notes += f" ({self.annotations_skipped} skipped: their targets are not in this run)"
         if self.skipped:
             return (f"run {self.uid}  {self.model}  class {self.class_name!r}: already complete, skipped "
-                    "(--force rewrites it)")
+                    f"(--force rewrites it){notes}")
         return (f"run {self.uid}  {self.model}  class {self.class_name!r}: {self.nodes} nodes, "
-                f"{self.relationships} relationships in {self.seconds:.2f}s ({self.rels_per_second:,.0f} rel/s)")
+                f"{self.relationships} relationships in {self.seconds:.2f}s ({self.rels_per_second:,.0f} rel/s){notes}")
 
 
 def _write_all(store: Any, rows: CircuitRows, batch_size: int) -> None:
@@ -289,47 +298,91 @@ def _observed(store: Any, uid: str) -> dict[str, int]:
     return {r["kind"]: int(r["n"]) for r in store.read(VERIFY_QUERY, {"run": uid})}
 
 
+def legacy_annotations(circuit: Circuit) -> list[Annotation]:
+    """Annotations a version-1 circuit.json carried inline on its neuron groups: ``concept`` and
+    ``purity`` with source ``ground_truth``, ``label`` and ``caption`` with source ``circuit-v1``."""
+    if not circuit.legacy_annotations:
+        return []
+    uid = run_uid(circuit)
+    when = circuit.created_at or now_utc()
+    return [make_annotation(target=neuron_group_uid(uid, layer, gid), target_label="NeuronGroup", key=key,
+                            value=value, source="ground_truth" if key in ("concept", "purity") else "circuit-v1",
+                            created_at=when)
+            for layer, gid, key, value in circuit.legacy_annotations]
+
+
 def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int = INGEST_BATCH_SIZE,
-           checkpoint: bool = True) -> IngestResult:
-    """Ingest ``circuit`` into ``store`` idempotently (see the module doc); return what was written."""
+           checkpoint: bool = True, annotations: Sequence[Annotation] = (),
+           run_dir: str | Path | None = None) -> IngestResult:
+    """Ingest ``circuit`` into ``store`` idempotently (see the module doc), then ``annotations``
+    (those whose targets are not in the store are skipped and counted); return what was written.
+    ``run_dir``: where the run directory is, recorded as ``Run.run_dir`` (absolute; a location,
+    not part of the identity: re-ingesting from elsewhere updates it).
+
+    A run already complete is skipped unless ``force``; its annotations are still written and its
+    (model, class)'s ``latest`` recomputed, which repairs a client killed between the two writes."""
+    from neurflow_graph.store.annotations import write_annotations
+    from neurflow_graph.store.paths import write_best_paths
     from neurflow_graph.store.runs import recompute_latest
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     t0 = time.perf_counter()
-    rows = circuit_rows(circuit)
-    uid = rows.uid
+    circuit.validate()
+    uid = run_uid(circuit)
+    muid, class_name = model_uid(circuit), circuit.class_.name
+    annotations = [*legacy_annotations(circuit), *annotations]
     store.setup()
     status = store.read("MATCH (r:Run {uid: $uid}) RETURN r.status AS status", {"uid": uid})
-    if status and status[0]["status"] == "complete" and not force:
-        return IngestResult(uid=uid, model=rows.run["model"], class_name=rows.run["class_name"], nodes=0,
-                            relationships=0, seconds=time.perf_counter() - t0, skipped=True)
-    store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
-    expected = expected_counts(rows)
-    for attempt in (1, 2):
-        _write_all(store, rows, batch_size)
-        observed = _observed(store, uid)
-        missing = {k: (observed.get(k, 0), n) for k, n in expected.items() if observed.get(k, 0) != n}
-        if not missing:
-            break
-        if attempt == 2:
-            detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
-            raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
-                             f"deleting runs in {store.display_url}? Ingest it again")
-    from neurflow_graph.store.paths import write_best_paths  # B2 (issue 8 item 3): best paths per group
-    write_best_paths(store=store, circuit=circuit, run_uid=uid)
-    store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
-    recompute_latest(store=store, pairs=[(rows.run["model"], rows.run["class_name"])])
+    skipped = bool(status) and status[0]["status"] == "complete" and not force
+    nodes = rels = 0
+    if not skipped:
+        rows = circuit_rows(circuit, validate=False)
+        store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
+        expected = expected_counts(rows)
+        for attempt in (1, 2):
+            _write_all(store, rows, batch_size)
+            observed = _observed(store, uid)
+            missing = {k: (observed.get(k, 0), n) for k, n in expected.items() if observed.get(k, 0) != n}
+            if not missing:
+                break
+            if attempt == 2:
+                detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
+                raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
+                                 f"deleting runs in {store.display_url}? Ingest it again")
+        # derived from the content only (store/paths.py): every group's best paths to the logit
+        write_best_paths(store=store, circuit=circuit, run_uid=uid)
+        store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
+        nodes, rels = rows.n_nodes, rows.n_relationships
+        del rows
+    # after "complete": a client killed here leaves latest stale; the next ingest (even a skip) repairs it
+    recompute_latest(store=store, pairs=[(muid, class_name)])
+    if run_dir is not None:
+        store.write_rows(RUN_DIR_QUERY, [{"uid": uid, "run_dir": str(Path(run_dir).resolve())}], batch_size=1)
+    written = write_annotations(store=store, annotations=annotations, skip_missing=True) if annotations else 0
     if checkpoint:
         store.checkpoint()
-    return IngestResult(uid=uid, model=rows.run["model"], class_name=rows.run["class_name"], nodes=rows.n_nodes,
-                        relationships=rows.n_relationships, seconds=time.perf_counter() - t0)
+    unique = len({(a.target, a.key, a.source) for a in annotations})
+    return IngestResult(uid=uid, model=muid, class_name=class_name, nodes=nodes, relationships=rels,
+                        seconds=time.perf_counter() - t0, skipped=skipped, annotations=written,
+                        annotations_skipped=unique - written)
 
 
 def ingest_circuit(*, store: Any, circuit: Circuit, force: bool = False,
                    batch_size: int = INGEST_BATCH_SIZE) -> str:
     """Ingest ``circuit`` (idempotent; a complete run is skipped unless ``force``); return the run uid."""
     return ingest(store=store, circuit=circuit, force=force, batch_size=batch_size).uid
+
+
+def ingest_run_dir(*, store: Any, run_dir: str | Path, force: bool = False, batch_size: int = INGEST_BATCH_SIZE,
+                   checkpoint: bool = True) -> IngestResult:
+    """Load (validating) one run directory and ingest its circuit, then its ``annotations.jsonl``."""
+    run_dir = Path(run_dir)
+    circuit = load_circuit(run_dir)
+    res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=checkpoint,
+                 annotations=read_run_annotations(run_dir), run_dir=run_dir)
+    res.source = run_dir
+    return res
 
 
 # ---- run directories --------------------------------------------------------------------------
@@ -367,33 +420,47 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[tuple[Path, Circuit]]:
-    """Find and load (validating) every run under ``paths``; nothing is written, so a bad run stops all."""
+    """Find and load (validating) every run under ``paths`` at once (small sets; ingestion streams instead)."""
     return [(d, load_circuit(d)) for d in find_run_dirs(paths)]
 
 
-def ingest_runs(*, store: Any, runs: Sequence[tuple[Path, Circuit]], force: bool = False,
+def iter_runs(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Circuit]]:
+    """The run directories under ``paths`` (all found first, so an unfinished one stops everything),
+    then each loaded and validated only when the previous one is done: one circuit in memory at a time."""
+    for d in find_run_dirs(paths):
+        try:
+            circuit = load_circuit(d)
+        except RunFormatError as e:
+            raise RunFormatError(f"{d}: {e}" if str(d) not in str(e) else str(e)) from e
+        yield d, circuit
+
+
+def ingest_runs(*, store: Any, runs: Iterable[tuple[Path | None, Circuit]], force: bool = False,
                 batch_size: int = INGEST_BATCH_SIZE,
                 on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
-    """Ingest loaded runs one after the other, with one checkpoint at the end; ``on_result`` sees
-    each result as soon as it is done."""
+    """Ingest runs one after the other as ``runs`` yields them (each with its run directory's
+    annotations when the directory is given), with one checkpoint at the end; ``on_result`` sees
+    each result as soon as it is done. A run that fails to load stops here; the runs before it
+    stay complete."""
     results: list[IngestResult] = []
     try:
         for d, circuit in runs:
-            res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=False)
+            res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=False,
+                         annotations=read_run_annotations(d) if d is not None else (), run_dir=d)
+            del circuit
             res.source = d
-            # exemplar mosaic references (engineer D, issue 9): also for skipped runs, after `exemplars` rebuilt them
-            from neurflow_graph.store.mosaics import record_mosaics
-
-            record_mosaics(store=store, run_uid=res.uid, run_dir=d)
             results.append(res)
             if on_result is not None:
                 on_result(res)
-    except BaseException:
+    except BaseException as e:
         if results:  # keep the runs that did complete; the original error matters more than this one
             try:
                 store.checkpoint()
             except Exception:
                 pass
+            if isinstance(e, RunFormatError):
+                raise RunFormatError(f"{e} ({len(results)} run(s) before it are ingested and complete; "
+                                     "fix this one and run the same command again)") from e
         raise
     store.checkpoint()
     return results

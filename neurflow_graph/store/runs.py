@@ -5,9 +5,10 @@
 deleted.
 
 Deleting a run (:func:`delete_run`) hides it first (``status = 'deleting'``, ``latest = false``),
-removes its own nodes (SemanticGroup, NeuronGroup) with their relationships, then removes the
-shared nodes it used that no other run uses any more (Patch, Image, Neuron, Layer, Model,
-Class), and removes the Run node last: an interrupted deletion can simply be run again.
+removes the annotations of the run and of its own nodes, its own nodes (SemanticGroup,
+NeuronGroup) with their relationships, then the shared nodes it used that no other run uses any
+more (Patch, Image, Neuron, Layer, Model, Class) and annotations left pointing at nothing, and
+removes the Run node last: an interrupted deletion can simply be run again.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def delete_run(*, store: Any, uid: str) -> DeleteResult:
     images = _uids_for(store, "UNWIND $uids AS u MATCH (:Patch {uid: u})-[:CROPPED_FROM]->(i:Image) "
                               "RETURN DISTINCT i.uid AS uid", patches)
     deleted: dict[str, int] = {}
+    # annotations of the run and of its own nodes go with them (the run directory's file keeps them)
+    deleted["Annotation"] = _delete(store, "Annotation", _uids(
+        store, "MATCH (a:Annotation)-[:ANNOTATES]->(:Run {uid: $run}) RETURN a.uid AS uid "
+               "UNION MATCH (a:Annotation)-[:ANNOTATES]->(:NeuronGroup {run: $run}) RETURN a.uid AS uid "
+               "UNION MATCH (a:Annotation)-[:ANNOTATES]->(:SemanticGroup {run: $run}) RETURN a.uid AS uid", p))
     deleted["SemanticGroup"] = _delete(store, "SemanticGroup",
                                        _uids(store, "MATCH (s:SemanticGroup {run: $run}) RETURN s.uid AS uid", p))
     deleted["NeuronGroup"] = _delete(store, "NeuronGroup",
@@ -149,6 +155,9 @@ def delete_run(*, store: Any, uid: str) -> DeleteResult:
                       {"run": uid, "cls": class_name}):
         deleted["Class"] = _delete(store, "Class", _uids(store, "MATCH (c:Class) WHERE c.name = $cls RETURN c.uid AS uid",
                                                            {"cls": class_name}))
+    # annotations of shared nodes this deletion removed (e.g. a Neuron no other run uses)
+    deleted["Annotation"] += _delete(store, "Annotation", _uids(
+        store, "MATCH (a:Annotation) WHERE NOT (a)-[:ANNOTATES]->() RETURN a.uid AS uid", {}))
     _delete(store, "Run", [uid])
     store.checkpoint()
     return DeleteResult(uid=uid, deleted=deleted)

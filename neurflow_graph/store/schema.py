@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-LABELS: tuple[str, ...] = ("Model", "Layer", "Neuron", "Class", "Run", "SemanticGroup", "NeuronGroup", "Patch", "Image")
+LABELS: tuple[str, ...] = ("Model", "Layer", "Neuron", "Class", "Run", "SemanticGroup", "NeuronGroup", "Patch", "Image",
+                           "Annotation", "PCABasis", "Direction")
 
 # label -> properties with a (non-unique) range index, besides the constrained uid
 INDEXED: dict[str, tuple[str, ...]] = {
@@ -19,13 +20,19 @@ INDEXED: dict[str, tuple[str, ...]] = {
     "Class": ("name",),
     "Run": ("status", "latest", "model", "class_name", "class_index", "created_at"),
     "SemanticGroup": ("run", "layer"),
-    "NeuronGroup": ("run", "layer", "concept"),
+    "NeuronGroup": ("run", "layer"),
     "Patch": ("image_sha256",),
     "Image": ("sha256",),
+    # target, key and source are checked text (no control characters or edge whitespace)
+    "Annotation": ("target", "target_label", "key", "source"),
+    # directions (store/directions.py, docs/directions.md)
+    "PCABasis": ("model", "layer", "site"),
+    "Direction": ("model", "layer", "site", "index"),
 }
 
 RELATIONSHIP_TYPES: tuple[str, ...] = ("HAS_LAYER", "HAS_NEURON", "OF_MODEL", "EXPLAINS", "HAS_GROUP", "OF",
-                                       "CONTRIBUTES", "HAS_MEMBER", "FEEDS", "EXEMPLAR", "CROPPED_FROM")
+                                       "CONTRIBUTES", "HAS_MEMBER", "FEEDS", "EXEMPLAR", "CROPPED_FROM",
+                                       "ANNOTATES", "HAS_BASIS", "HAS_DIRECTION", "ALIGNED_WITH", "COVERS")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
