@@ -31,7 +31,7 @@ from neurflow_graph.synthetic import synthetic_circuit
 KEY = "sk-test-SECRET-abcdef123456"
 MODEL = "test-vision-model"
 SOURCE = f"mllm:{MODEL}"
-RUN_DIR_FLAG = True
+RUN_DIR_FLAG = False  # the store records the run directory at ingest
 
 
 class World:
@@ -361,3 +361,38 @@ def test_evaluate_scores_captions_on_held_out_exemplars(world: World) -> None:
     for a in world.annotations(key="label_accuracy", source=SOURCE):
         c = a.meta["counts"]
         assert a.value == pytest.approx(c["tn"] / sum(c.values())) and c["tp"] == c["fp"] == 0
+
+
+def test_run_dir_flag_and_a_run_dir_of_another_run(world: World, tmp_path) -> None:
+    other = synthetic_circuit(class_index=2, class_name="lemon", layers=("fc", "b2", "b1"), widths=(4, 10, 10))
+    other.save(tmp_path / "other")
+    with world.server() as srv:
+        wrong = world.invoke("--run-dir", str(tmp_path / "other"), "--dry-run", url=srv.url)
+        assert wrong.exit_code == 2
+        assert wrong.output == (f"Error: {tmp_path / 'other'} holds run {run_uid(other)}, not run {world.uid}: "
+                                f"give run {world.uid}'s own run directory\n")
+        empty = world.invoke("--run-dir", str(tmp_path), "--dry-run", url=srv.url)
+        assert empty.exit_code == 2 and "holds no circuit.json" in empty.output
+        # --base-url wins over OPENAI_BASE_URL, and a unique prefix of the run uid is enough
+        import neurflow_graph.store.url as url_mod
+
+        real = url_mod.open_store
+        store = world.store
+
+        class Borrowed:
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+            def close(self) -> None:
+                pass
+
+        url_mod.open_store = lambda *a, **k: Borrowed()
+        try:
+            res = CliRunner().invoke(cli, ["label", "--run", world.uid[:6], "--run-dir", str(world.dir),
+                                           "--model-name", MODEL, "--base-url", srv.url, "--layer", "fc"],
+                                     env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+                                     catch_exceptions=False)
+        finally:
+            url_mod.open_store = real
+        assert res.exit_code == 0, res.output
+        assert [s.kind for s in srv.asked()] == ["caption", "formation"]

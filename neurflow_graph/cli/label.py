@@ -78,7 +78,8 @@ def command(run: str, layers: tuple[str, ...], model_name: str | None, base_url:
     from neurflow_graph.store.url import open_store
 
     config = EndpointConfig.from_env(base_url=base_url, model=model_name, timeout=timeout, max_retries=max_retries)
-    store = open_store(store_url, database=database, username=username, password=password)
+    # the run must already be there: a wrong --store path is an error, never a new empty store
+    store = open_store(store_url, database=database, username=username, password=password, create=False)
     common = dict(store=store, run=run, config=config, run_dir=run_dir, layers=list(layers) or None,
                   cache_dir=cache_dir, max_requests=max_requests, concurrency=concurrency,
                   dry_run_dir=dry_run_dir, dry_run=dry_run, progress=_progress())
