@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: demo test test-all bootstrap neo4j-up neo4j-down bench clean
+.PHONY: demo test test-all browser bootstrap neo4j-up neo4j-down bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,21 @@ $(LINT_STAMP): $(LINT_DIR)/package-lock.json
 	  echo "npm not found: $(LINT_DIR) not installed, tests/test_cypher_neo4j_grammar.py will skip"; \
 	fi
 
-test: $(STAMP) $(LINT_STAMP)
+# Headless Chromium for tests/test_web_browser.py: Debian's chromium + chromium-driver, installed when
+# running as root with apt-get (as CI does); otherwise those tests skip and say why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    || echo "chromium could not be installed: tests/test_web_browser.py will skip"; \
+	else \
+	  echo "chromium/chromium-driver missing (apt-get install needs root): tests/test_web_browser.py will skip"; \
+	fi
+
+test: $(STAMP) $(LINT_STAMP) browser
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP) $(LINT_STAMP)
+test-all: $(STAMP) $(LINT_STAMP) browser
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)

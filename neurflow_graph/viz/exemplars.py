@@ -126,10 +126,14 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+KINDS = ("semantic_group", "neuron_group")
+
+
 def build_mosaics(circuit: Circuit, *, load_image: Callable[[int], Image.Image], thumb: int = THUMB,
-                  max_patches: int = MAX_PATCHES) -> tuple[dict[str, Any], dict[str, bytes]]:
+                  max_patches: int = MAX_PATCHES, kinds: Sequence[str] = KINDS) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Manifest (a dict, see the module doc) and ``{file name: PNG bytes}`` for every group of
-    ``circuit``; ``load_image(image_id)`` gives a source image. Groups without patches are left out."""
+    ``circuit`` of the ``kinds`` given; ``load_image(image_id)`` gives a source image. Groups without
+    patches are left out."""
     boxes = {p.id: (p.image, p.box) for p in circuit.patches}
     tile_cache: dict[int, Image.Image] = {}
 
@@ -142,7 +146,7 @@ def build_mosaics(circuit: Circuit, *, load_image: Callable[[int], Image.Image],
     groups: list[dict[str, Any]] = []
     files: dict[str, bytes] = {}
     for plan in plan_exemplars(circuit, max_patches=max_patches):
-        if not plan.patches:
+        if not plan.patches or plan.kind not in kinds:
             continue
         data = png_bytes(render_mosaic([tile(p) for p in plan.patches], thumb=thumb))
         sha = hashlib.sha256(data).hexdigest()
@@ -185,14 +189,17 @@ def _image_loader(circuit: Circuit, run_dir: Path) -> Callable[[int], Image.Imag
 
 
 def write_exemplars(*, circuit: Circuit, run_dir: str | os.PathLike[str], thumb: int = THUMB,
-                    max_patches: int = MAX_PATCHES) -> Path:
-    """Write every group's mosaic and the manifest to ``run_dir/exemplars/`` (mosaics first, the
-    manifest last, each atomically); remove mosaics the new manifest no longer lists. Returns the
-    manifest's path. ImageError when a source image is missing."""
+                    max_patches: int = MAX_PATCHES, kinds: Sequence[str] = KINDS) -> Path:
+    """Write every group's mosaic (of ``kinds``: both by default) and the manifest to
+    ``run_dir/exemplars/`` (mosaics first, the manifest last, each atomically); remove mosaics the new
+    manifest no longer lists. Returns the manifest's path. ImageError when a source image is missing."""
+    bad = sorted(set(kinds) - set(KINDS))
+    if bad or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {list(kinds)}")
     run_dir = Path(run_dir)
     out = run_dir / EXEMPLAR_DIR
     manifest, files = build_mosaics(circuit, load_image=_image_loader(circuit, run_dir), thumb=thumb,
-                                    max_patches=max_patches)
+                                    max_patches=max_patches, kinds=kinds)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         target = out / name

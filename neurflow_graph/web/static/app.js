@@ -419,6 +419,7 @@ async function route() {
     status("");
   }
   rendered = page + "?" + JSON.stringify(hashState().params);  // pages may normalise their own URL
+  main.dataset.readyMs = String(Math.round(performance.now()));  // ms since navigation start (bench/dashboard.py)
   main.dataset.ready = "1";
 }
 

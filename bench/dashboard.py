@@ -1,0 +1,230 @@
+"""Dashboard benchmark: the class-circuit page of a ResNet50-shaped circuit in headless Chromium, and
+the latency of every API call the pages make.
+
+    .venv/bin/python bench/dashboard.py                # 20 repeats per API call, 5 page loads
+    .venv/bin/python bench/dashboard.py --repeats 50
+
+The circuit is synthetic (``neurflow_graph.synthetic``) with the registry's ResNet50 layer list
+(``fc``, ``layer4.2`` ... ``layer3.0``, ``layer2.3``) and the widths of torchvision's ResNet50 at those
+layers (read from the module, random init), tau=16, k=50, up to 5 semantic groups per neuron and
+8 neuron groups per layer. Two classes of that model and class 0 in a second weight set are ingested
+(with exemplar mosaics, cropped from generated images) into an embedded store, served by
+``DashboardServer``. Goals (issue 9): the class-circuit page interactive within 2 s (from navigation
+start to drawn graph with threshold and click handlers, ``main[data-ready]``), every API call p95 < 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GOAL_PAGE_S = 2.0
+GOAL_P95_MS = 200.0
+
+
+def resnet50_shape() -> tuple[list[str], list[int]]:
+    """The registry's ResNet50 layers and their output widths (torchvision module, random init)."""
+    from neurflow_graph.models.registry import load_model
+
+    model = load_model(name="resnet50", device="cpu")
+    modules = dict(model.module.named_modules())
+    widths = []
+    for name in model.spec.layers:
+        m = modules[name]
+        widths.append(int(m.out_features) if hasattr(m, "out_features") else int(m.conv3.out_channels))
+    return list(model.spec.layers), widths
+
+
+SPECS = [("resnet50", "a" * 64, 0, "class_000"), ("resnet50", "a" * 64, 1, "class_001"),
+         ("resnet50", "b" * 64, 0, "class_000")]
+
+
+def _make(args: tuple) -> str:
+    """Generate circuit ``i`` (minutes: synthetic.py's Section 3.5 derivation over ~8k neurons) into ``path``."""
+    i, layers, widths, path = args
+    from neurflow_graph.synthetic import synthetic_circuit
+
+    name, sha, c, cname = SPECS[i]
+    circuit = synthetic_circuit(class_index=c, class_name=cname, model_name=name, weights_sha256=sha, seed=i,
+                                layers=tuple(layers), widths=tuple(widths), tau=16, k=50, max_semantic_groups=5,
+                                max_neuron_groups=8, n_images=60, image_size=224)
+    circuit.save(path)
+    return path
+
+
+def build_store(root: Path, layers: list[str], widths: list[int], cache: Path) -> tuple[str, dict]:
+    """Circuits are cached under ``cache`` (bench/out/, ignored by git): later runs skip generating them."""
+    import shutil
+    from multiprocessing import Pool
+
+    import numpy as np
+    from PIL import Image
+
+    from neurflow_graph.circuit import load_circuit
+    from neurflow_graph.store.ingest import ingest_runs, load_runs
+    from neurflow_graph.store.url import open_store
+    from neurflow_graph.viz.exemplars import write_exemplars
+
+    key = f"resnet50-{'-'.join(map(str, widths))}-tau16-k50"
+    todo = [(i, layers, widths, str(cache / key / f"run{i}")) for i in range(len(SPECS))
+            if not (cache / key / f"run{i}" / "circuit.json").exists()]
+    if todo:
+        with Pool(min(2, len(todo))) as pool:
+            pool.map(_make, todo)
+    stats = {}
+    for i in range(len(SPECS)):
+        circuit = load_circuit(cache / key / f"run{i}")
+        run_dir = root / "runs" / f"run{i}"
+        run_dir.mkdir(parents=True)
+        shutil.copy(cache / key / f"run{i}" / "circuit.json", run_dir / "circuit.json")
+        rng = np.random.default_rng(i)
+        for im in circuit.images:
+            p = run_dir / im.path
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if not p.exists():
+                Image.fromarray(rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)).save(p)
+        # the pages show neuron-group mosaics; the ~24k semantic-group mosaics are left out to keep setup short
+        write_exemplars(circuit=circuit, run_dir=run_dir, kinds=("neuron_group",))
+        if i == 0:
+            stats = {"neurons": len(circuit.neurons), "edges": len(circuit.edges),
+                     "neuron_groups": len(circuit.neuron_groups), "group_edges": len(circuit.group_edges)}
+    url = f"embedded:{root / 'db'}"
+    with open_store(url) as store:
+        results = ingest_runs(store=store, runs=load_runs([root / "runs"]))
+    stats["runs"] = [r.uid for r in results]
+    return url, stats
+
+
+def timed_get(url: str) -> tuple[float, int, bytes]:
+    t = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as r:
+        body = r.read()
+        status = r.status
+    return (time.perf_counter() - t) * 1000, status, body
+
+
+def api_calls(base: str, run: str, model_a: str, model_b: str) -> dict[str, str]:
+    def q(name: str, **params) -> str:
+        return f"{base}api/queries/{name}?{urlencode(params)}"
+
+    groups = json.loads(timed_get(q("circuit_groups", run=run))[2])["rows"]
+    sha = next(r["mosaic_sha256"] for r in groups if r["mosaic_sha256"])
+    return {
+        "dashboard_summary": q("dashboard_summary"),
+        "circuit_groups": q("circuit_groups", run=run),
+        "class_circuit": q("class_circuit", model=model_a, **{"class": "class_000"}, run=run),
+        "layout": f"{base}api/layout?{urlencode({'run': run})}",
+        "mosaic": f"{base}mosaics/{sha}.png",
+        "shared_neurons_by_layer": q("shared_neurons_by_layer", model=model_a, class_a="class_000", class_b="class_001"),
+        "shared_groups": q("shared_groups", model=model_a, class_a="class_000", class_b="class_001", limit=50),
+        "compare_models": q("compare_models", model_a=model_a, model_b=model_b, **{"class": "class_000"}, limit=50),
+        "hub_neurons": q("hub_neurons", model=model_a, limit=10),
+        "polysemantic_neurons": q("polysemantic_neurons", model=model_a, limit=10),
+    }
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", f"--user-data-dir={tempfile.mkdtemp()}",
+                 "--window-size=1500,1000"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
+
+
+def page_load(driver, url: str) -> dict[str, float]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get("about:blank")
+    driver.execute_script("window.localStorage && 0")
+    driver.get(url)
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        "const m = document.getElementById('main'); return m && m.dataset.ready === '1';"))
+    ready_ms = float(driver.execute_script("return Number(document.getElementById('main').dataset.readyMs)"))
+    n_groups = driver.execute_script("return document.querySelectorAll('#circuit g.group').length")
+    n_edges = driver.execute_script("return document.querySelectorAll('#circuit line.edge').length")
+    t = time.perf_counter()
+    driver.find_elements(By.CSS_SELECTOR, "#circuit g.group")[-1].click()
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script(
+        "const i = document.querySelector('#group-panel img.exemplars'); return i && i.complete && i.naturalWidth > 0;"))
+    click_ms = (time.perf_counter() - t) * 1000
+    return {"ready_ms": ready_ms, "click_ms": click_ms, "groups": n_groups, "edges": n_edges}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--loads", type=int, default=5)
+    args = ap.parse_args()
+
+    from neurflow_graph.store.falkor import stop_server
+    from neurflow_graph.store.url import open_store
+    from neurflow_graph.web.api import DashboardApi
+    from neurflow_graph.web.server import DashboardServer
+
+    layers, widths = resnet50_shape()
+    root = Path(tempfile.mkdtemp(prefix="nfdash-"))
+    t = time.perf_counter()
+    url, stats = build_store(root, layers, widths, Path(__file__).resolve().parent / "out" / "dashboard")
+    print(f"ResNet50-shaped circuit: {len(layers)} layers {list(zip(layers, widths))}")
+    print(f"circuit of class_000: {stats['neurons']} neurons, {stats['edges']} edges, {stats['neuron_groups']} "
+          f"neuron groups, {stats['group_edges']} group edges; store built in {time.perf_counter() - t:.1f} s")
+    store = open_store(url)
+    server = DashboardServer(api=DashboardApi(store), port=0).start()
+    try:
+        run = stats["runs"][0]
+        runs = store.read("MATCH (r:Run)-[:OF_MODEL]->(m:Model) RETURN r.uid AS run, m.uid AS model")
+        model_of = {r["run"]: r["model"] for r in runs}
+        model_a, model_b = model_of[stats["runs"][0]], model_of[stats["runs"][2]]
+        calls = api_calls(server.url, run, model_a, model_b)
+        print(f"\nAPI latency over {args.repeats} calls each (after one warm-up), ms:")
+        print(f"{'call':28s} {'p50':>8s} {'p95':>8s} {'max':>8s}  bytes")
+        worst = 0.0
+        for name, u in calls.items():
+            timed_get(u)
+            times = []
+            for _ in range(args.repeats):
+                ms, status, body = timed_get(u)
+                assert status == 200, (name, status)
+                times.append(ms)
+            times.sort()
+            p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+            worst = max(worst, p95)
+            print(f"{name:28s} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}  {len(body)}")
+        driver = browser()
+        try:
+            loads = [page_load(driver, f"{server.url}#/circuit?run={run}") for _ in range(args.loads)]
+        finally:
+            driver.quit()
+        ready = sorted(x["ready_ms"] for x in loads)
+        print(f"\nclass-circuit page, {args.loads} fresh loads in headless Chromium: {loads[0]['groups']} groups, "
+              f"{loads[0]['edges']} edges drawn")
+        print(f"interactive after (navigation start -> graph drawn, handlers attached): median "
+              f"{statistics.median(ready):.0f} ms, max {ready[-1]:.0f} ms (goal < {GOAL_PAGE_S * 1000:.0f} ms)")
+        print(f"click a group -> its exemplar mosaic loaded: median {statistics.median(x['click_ms'] for x in loads):.0f} ms")
+        print(f"\nworst API p95 {worst:.1f} ms (goal < {GOAL_P95_MS:.0f} ms): {'met' if worst < GOAL_P95_MS else 'NOT met'}; "
+              f"page {'met' if ready[-1] < GOAL_PAGE_S * 1000 else 'NOT met'}")
+        print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+    finally:
+        server.stop()
+        store.close()
+        stop_server(root / "db")
+
+
+if __name__ == "__main__":
+    main()
