@@ -82,3 +82,14 @@ class InplaceAfter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.act(self.conv(x))).mean((2, 3)))
+
+
+def one_thread():
+    """Generator for an autouse fixture: tiny forwards run with one torch thread (two threads on a
+    shared, loaded 2-core machine cost 10-20x in synchronisation); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from directions_support import FunctionalRelu, InplaceAfter, Planted, world_images
+from directions_support import one_thread, FunctionalRelu, InplaceAfter, Planted, world_images
 from sklearn.decomposition import PCA
 from torch import nn
 
@@ -24,6 +24,8 @@ from neurflow_graph.models.registry import LoadedModel, ModelSpec
 def images(tmp_path_factory: pytest.TempPathFactory) -> list:
     root = world_images(tmp_path_factory.mktemp("world") / "w", per_class=2, size=32)
     return list_images(root)[0]
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def _loaded(module: nn.Module) -> LoadedModel:

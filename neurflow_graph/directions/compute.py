@@ -139,11 +139,13 @@ def compute_directions(*, model: LoadedModel, images: Sequence[ImageRecord], lay
         pick = np.sort(rng.permutation(len(images))[:eval_images]).tolist()
         x_eval = torch.cat([batch(pick[i:i + batch_size]) for i in range(0, len(pick), batch_size)])
         labels = _labels(model, [images[g] for g in pick])
-        traced = _trace(module, [r.hook_module for r in results if r.hook_where == "output"], model.spec.layers[0])
+        logit = model.spec.layers[0] if model.spec.layers else None   # None: whole-model forwards only
+        points_out = [r.hook_module for r in results if r.hook_where == "output"]
+        traced = _trace(module, points_out, logit) if logit is not None else None
         for r in results:
             if r.hook_module is None:
                 continue
-            runner = _runner(module, traced, model.spec.layers[0], r, x_eval, batch_size)
+            runner = _runner(module, traced, logit or "", r, x_eval, batch_size)
             r.ablation = abl.ablation_curves(runner=runner, components=r.components,
                                              feature_variance=np.asarray(r.feature_variance), labels=labels,
                                              ks=abl.ablation_ks(r.dim, ablation_points))
