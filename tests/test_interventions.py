@@ -199,3 +199,50 @@ def test_numpy_channel_ids_are_accepted():
         with mask_neurons(model, {"conv3": [1, 4]}):
             b = model(x)
     assert torch.equal(a, b)
+
+
+def test_restricted_slice_equals_the_full_slice_columns():
+    from neurflow_graph.interventions.knockout import restrict_outputs
+
+    model = _model()
+    maps = torch.randn(5, 6, 16, 16, generator=torch.Generator().manual_seed(3))
+    fn = layer_function(module=model, lower="conv2", upper="conv3")
+    small = restrict_outputs(fn, [5, 1])
+    assert small is not None
+    with torch.no_grad():
+        assert torch.allclose(small(maps), fn(maps)[:, [5, 1]], atol=1e-5)
+    sets = [[], [0, 2], [4]]
+    full = knockout_phi(slice_module=fn, maps=maps, sets=sets, targets=[5, 1])
+    fast = knockout_phi(slice_module=small, maps=maps, sets=sets)
+    assert torch.allclose(full, fast, atol=1e-5)
+    # a slice ending in a skip connection (x + f(x)) is not restricted
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 1)
+            self.b = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y) + y
+    skip = Skip().eval()
+    assert restrict_outputs(layer_function(module=skip, lower="a", upper="b"), [0]) is not None
+    gm = torch.fx.symbolic_trace(skip)
+    assert restrict_outputs(gm, [0]) is None
+
+
+def test_knockout_by_weight_columns_equals_masking_the_input():
+    """The fast path (zero the first conv's weight columns) against the plain one (zero the maps)."""
+    from neurflow_graph.interventions.knockout import split_at_first_mixer
+
+    model = _model()
+    maps = torch.relu(torch.randn(7, 6, 16, 16, generator=torch.Generator().manual_seed(4)))
+    fn = layer_function(module=model, lower="conv2", upper="conv3")
+    assert split_at_first_mixer(fn) is not None
+    sets = [[], [0], [1, 3, 5], list(range(6))]
+    fast = knockout_phi(slice_module=fn, maps=maps, sets=sets, max_rows=3)
+    with torch.no_grad():
+        for i, s in enumerate(sets):
+            x = maps.clone()
+            x[:, s] = 0
+            assert torch.allclose(fast[i], fn(x).mean((2, 3)), atol=1e-5), s
