@@ -19,6 +19,8 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
@@ -26,11 +28,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from neurflow_graph.errors import RunFormatError
 from neurflow_graph.fileio import atomic_write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2                 # what save() writes; load reads 1 and 2
+READABLE_VERSIONS = (1, 2)
 CIRCUIT_FILE = "circuit.json"
+ARRAYS_PREFIX = "circuit-"         # version 2: RUN_DIR/circuit-<sha256[:16]>.npz holds the large arrays
 # per-group fields version 1 allowed inline; now annotations (read, never written)
 LEGACY_GROUP_ANNOTATIONS = ("concept", "purity", "label", "caption")
 
@@ -118,7 +124,7 @@ class Circuit:
     timing: dict[str, float] = field(default_factory=dict)
     software: dict[str, str] = field(default_factory=dict)
     created_at: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = field(default=SCHEMA_VERSION, compare=False)  # the version it was read from
     # version-1 files carried per-group annotations inline; they are read into here as
     # (layer, group id, key, value) and become annotations at ingestion (never part of the results)
     legacy_annotations: list[tuple[str, int, str, Any]] = field(default_factory=list, compare=False, repr=False)
@@ -139,21 +145,36 @@ class Circuit:
 
     # ---- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The whole circuit inline as one JSON document: the version-1 layout (still read; small
+        circuits, tests, exports). :meth:`save` writes version 2 (header + arrays)."""
         d = asdict(self)
         d.pop("legacy_annotations", None)
         d["class"] = d.pop("class_")
+        d["schema_version"] = 1
         order = ["schema_version", "model", "class", "params", "timing", "software", "created_at",
                  "neurons", "edges", "neuron_groups", "group_edges", "patches", "images"]
         return {k: d[k] for k in order}
 
+    def header(self) -> dict[str, Any]:
+        """The version-2 circuit.json without its ``arrays`` reference: everything but the large arrays."""
+        return {"schema_version": 2, "model": asdict(self.model), "class": asdict(self.class_),
+                "params": self.params, "timing": self.timing, "software": self.software,
+                "created_at": self.created_at, "images": [asdict(i) for i in self.images],
+                "counts": {"neurons": len(self.neurons), "edges": len(self.edges),
+                           "neuron_groups": len(self.neuron_groups), "group_edges": len(self.group_edges),
+                           "patches": len(self.patches)}}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Circuit":
+        """A circuit from the version-1 (inline) document; validated."""
         if not isinstance(d, dict):
             raise RunFormatError("circuit.json must hold a JSON object")
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version != 1:
             raise RunFormatError(
-                f"circuit.json has schema_version {version!r}; this neurflow-graph reads {SCHEMA_VERSION}"
+                f"circuit.json has schema_version {version!r}; this neurflow-graph reads "
+                f"{' and '.join(map(str, READABLE_VERSIONS))}" + (" (a version-2 file needs its run directory: "
+                                                                  "use load_circuit)" if version == 2 else "")
             )
         try:
             c = cls(
@@ -245,12 +266,24 @@ class Circuit:
             raise RunFormatError(f"circuit.json: {bad} has a NaN or infinite number; re-run the extraction")
 
     def save(self, run_dir: str | os.PathLike[str]) -> Path:
-        """Write ``run_dir/circuit.json`` atomically (temp file + rename); return its path."""
+        """Write version 2 into ``run_dir``: the arrays to ``circuit-<sha>.npz``, then ``circuit.json``
+        naming them (each atomically, temp file + rename), then drop older array files. A crash at any
+        point leaves the previous complete pair or none; return the circuit.json path."""
         self.validate()
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **circuit_arrays(self))
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        name = f"{ARRAYS_PREFIX}{sha[:16]}.npz"
+        atomic_write(run_dir / name, lambda f: f.write(data))
+        header = {**self.header(), "arrays": {"file": name, "sha256": sha, "format": "npz"}}
         target = run_dir / CIRCUIT_FILE
-        atomic_write(target, lambda f: json.dump(self.to_dict(), f, indent=1), mode="w")
+        atomic_write(target, lambda f: json.dump(header, f, indent=1), mode="w")
+        for old in run_dir.glob(f"{ARRAYS_PREFIX}*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
         return target
 
 
@@ -268,7 +301,121 @@ def load_circuit(run_dir: str | os.PathLike[str]) -> Circuit:
         raise RunFormatError(f"{path} is not valid JSON (line {e.lineno}): the run may be incomplete; re-run extract") from e
     except OSError as e:
         raise RunFormatError(f"cannot read {path}: {e.strerror}") from e
-    return Circuit.from_dict(data)
+    if isinstance(data, dict) and data.get("schema_version") == 2:
+        return _load_v2(path, data)
+    c = Circuit.from_dict(data)
+    c.schema_version = 1
+    return c
+
+
+# ---- version 2: large arrays in an .npz beside circuit.json ------------------------------------------
+
+def _ints(rows: Any, width: int | None = None) -> np.ndarray:
+    a = np.asarray(rows, dtype=np.int64)
+    if width is not None:
+        a = a.reshape(-1, width)
+    if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
+        return a
+    return a.astype(np.int32)
+
+
+def circuit_arrays(c: Circuit) -> dict[str, np.ndarray]:
+    """The circuit's results as flat arrays (docs/circuit-format.md, version 2); layers by position."""
+    pos = {name: i for i, name in enumerate(c.model.layers)}
+    sgs = [(i, g) for i, n in enumerate(c.neurons) for g in n.semantic_groups]
+    sizes = [len(g.patches) for _, g in sgs]
+    members = [m for g in c.neuron_groups for m in g.members]
+    return {
+        "neurons": _ints([[pos[n.layer], n.index] for n in c.neurons], 2),
+        "sg": _ints([[i, g.id] for i, g in sgs], 2),
+        "sg_mean_activation": np.asarray([g.mean_activation for _, g in sgs], dtype=np.float64),
+        "sg_patch_offsets": np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64),
+        "sg_patches": _ints([p for _, g in sgs for p in g.patches]),
+        "edges": _ints([[pos[e.parent_layer], e.parent_index, e.parent_group, pos[e.child_layer], e.child_index]
+                        for e in c.edges], 5),
+        "edge_weight": np.asarray([e.weight for e in c.edges], dtype=np.float64),
+        "edge_score": np.asarray([e.score for e in c.edges], dtype=np.float64),
+        "neuron_groups": _ints([[pos[g.layer], g.id] for g in c.neuron_groups], 2),
+        "ng_member_offsets": np.concatenate([[0], np.cumsum([len(g.members) for g in c.neuron_groups],
+                                                            dtype=np.int64)]).astype(np.int64),
+        "ng_members": _ints(members, 2),
+        "group_edges": _ints([[pos[e.parent_layer], e.parent_group, pos[e.child_layer], e.child_group]
+                              for e in c.group_edges], 4),
+        "group_edge_weight": np.asarray([e.weight for e in c.group_edges], dtype=np.float64),
+        "patches": _ints([[p.id, p.image, *p.box] for p in c.patches], 6),
+    }
+
+
+_ARRAY_SHAPES = {"neurons": 2, "sg": 2, "sg_mean_activation": 0, "sg_patch_offsets": 0, "sg_patches": 0,
+                 "edges": 5, "edge_weight": 0, "edge_score": 0, "neuron_groups": 2, "ng_member_offsets": 0,
+                 "ng_members": 2, "group_edges": 4, "group_edge_weight": 0, "patches": 6}
+
+
+def _load_v2(path: Path, d: dict[str, Any]) -> Circuit:
+    ref = d.get("arrays")
+    if not isinstance(ref, dict) or not isinstance(ref.get("file"), str) or "/" in ref["file"]:
+        raise RunFormatError(f"{path}: schema_version 2 needs an 'arrays' object naming the .npz file beside it")
+    npz = path.parent / ref["file"]
+    try:
+        data = npz.read_bytes()
+    except FileNotFoundError:
+        raise RunFormatError(f"{npz} is missing (circuit.json names it): copy the whole run directory, "
+                             "or re-run extract") from None
+    except OSError as e:
+        raise RunFormatError(f"cannot read {npz}: {e.strerror}") from e
+    if ref.get("sha256") and hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise RunFormatError(f"{npz} does not match the sha256 circuit.json records: the run directory is "
+                             "damaged or mixed; re-run extract")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            a = {k: z[k] for k in _ARRAY_SHAPES}
+    except KeyError as e:
+        raise RunFormatError(f"{npz} lacks the array {e.args[0]!r}") from e
+    except (ValueError, OSError) as e:
+        raise RunFormatError(f"{npz} is not a readable .npz ({e}); re-run extract") from e
+    for k, width in _ARRAY_SHAPES.items():
+        ok = a[k].ndim == 1 if width == 0 else (a[k].ndim == 2 and a[k].shape[1] == width)
+        if not ok and not (a[k].size == 0 and width):
+            raise RunFormatError(f"{npz}: array {k!r} has shape {a[k].shape}")
+    try:
+        layers = list(d["model"]["layers"])
+        c = Circuit(model=ModelInfo(**d["model"]), class_=ClassInfo(**d["class"]), params=dict(d["params"]),
+                    timing=dict(d.get("timing", {})), software=dict(d.get("software", {})),
+                    created_at=d.get("created_at"), images=[ImageRef(**i) for i in d["images"]],
+                    neurons=[], edges=[], neuron_groups=[], group_edges=[], patches=[], schema_version=2)
+        offsets, flat, act = a["sg_patch_offsets"].tolist(), a["sg_patches"].tolist(), a["sg_mean_activation"].tolist()
+        if len(offsets) != len(a["sg"]) + 1 or offsets[-1] != len(flat) or len(act) != len(a["sg"]):
+            raise RunFormatError(f"{npz}: semantic-group arrays disagree in length")
+        neurons = [Neuron(layer=layers[lp], index=idx, semantic_groups=[]) for lp, idx in a["neurons"].tolist()]
+        for s, (row, j) in enumerate(a["sg"].tolist()):
+            neurons[row].semantic_groups.append(SemanticGroup(id=j, patches=flat[offsets[s]:offsets[s + 1]],
+                                                              mean_activation=act[s]))
+        c.neurons = neurons
+        if not len(a["edges"]) == len(a["edge_weight"]) == len(a["edge_score"]):
+            raise RunFormatError(f"{npz}: edge arrays disagree in length")
+        c.edges = [Edge(parent_layer=layers[pl], parent_index=pi, parent_group=pg, child_layer=layers[cl],
+                        child_index=ci, weight=w, score=sc)
+                   for (pl, pi, pg, cl, ci), w, sc in zip(a["edges"].tolist(), a["edge_weight"].tolist(),
+                                                          a["edge_score"].tolist())]
+        mo, mem = a["ng_member_offsets"].tolist(), a["ng_members"].tolist()
+        if len(mo) != len(a["neuron_groups"]) + 1 or mo[-1] != len(mem):
+            raise RunFormatError(f"{npz}: neuron-group arrays disagree in length")
+        c.neuron_groups = [NeuronGroup(layer=layers[lp], id=gid, members=mem[mo[i]:mo[i + 1]])
+                           for i, (lp, gid) in enumerate(a["neuron_groups"].tolist())]
+        if len(a["group_edges"]) != len(a["group_edge_weight"]):
+            raise RunFormatError(f"{npz}: group-edge arrays disagree in length")
+        c.group_edges = [GroupEdge(parent_layer=layers[pl], parent_group=pg, child_layer=layers[cl], child_group=cg,
+                                   weight=w)
+                         for (pl, pg, cl, cg), w in zip(a["group_edges"].tolist(), a["group_edge_weight"].tolist())]
+        c.patches = [Patch(id=pid, image=im, box=box) for pid, im, *box in a["patches"].tolist()]
+    except KeyError as e:
+        raise RunFormatError(f"circuit.json is missing the field {e.args[0]!r}") from e
+    except IndexError as e:
+        raise RunFormatError(f"{npz} names a layer or row that does not exist ({e}); re-run extract") from e
+    except TypeError as e:
+        raise RunFormatError(f"circuit.json has a malformed entry: {e}") from e
+    c.validate()
+    return c
 
 
 def derive_group_edges(*, edges: list[Edge], neuron_groups: list[NeuronGroup]) -> list[GroupEdge]:

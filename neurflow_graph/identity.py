@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from neurflow_graph.errors import RunFormatError
 
@@ -33,13 +36,18 @@ IDENTITY_VERSION = 2  # bump when the rule below changes (every run uid changes 
 _UID_UNSAFE = re.compile(r"[%\x00-\x1f\x7f]|^ +| +$")
 
 
+@lru_cache(maxsize=65536)
+def _escaped(text: str) -> str:
+    return _UID_UNSAFE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
+
+
 def uid_part(text: str, *, what: str) -> str:
     """``text`` made safe inside a uid: ``%``, control characters and leading/trailing spaces are
     percent-encoded (FalkorDB's string indexes trim edge whitespace and crash on it under a unique
     constraint). Empty text is refused (RunFormatError)."""
     if not isinstance(text, str) or not text:
         raise RunFormatError(f"circuit.json: {what} must be a non-empty string, got {text!r}")
-    return _UID_UNSAFE.sub(lambda m: "".join(f"%{ord(c):02X}" for c in m.group()), text)
+    return _escaped(text)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -59,22 +67,21 @@ def identity_payload(circuit: "Circuit") -> dict[str, Any]:
     }
 
 
-# the circuit's results, in this order, after the payload above
-_RESULTS = ("neurons", "edges", "neuron_groups", "group_edges", "patches")
-
-
 def run_uid(circuit: "Circuit") -> str:
     """sha256 of the run's identity (see the module doc), first 16 hex digits.
 
-    Canonical JSON (sorted keys, no whitespace, UTF-8) of :func:`identity_payload`, then of each
-    result list, fed to one hash; floats are written in their shortest exact form."""
+    The hash covers the canonical JSON (sorted keys, no whitespace, UTF-8) of
+    :func:`identity_payload`, then every result array of :func:`neurflow_graph.circuit.circuit_arrays`
+    (neurons, semantic groups with their patches and mean activations, edges, neuron groups with
+    their members, group edges, patches; in the circuit's order), by name, as little-endian int64 /
+    float64 bytes: exact values, whatever file version the circuit was read from."""
+    from neurflow_graph.circuit import circuit_arrays
+
     h = hashlib.sha256(_dumps(identity_payload(circuit)))
-    for name in _RESULTS:
-        h.update(b"\n" + name.encode() + b"=")
-        if name == "neuron_groups":  # results only: never a group's annotations
-            h.update(_dumps([{"layer": g.layer, "id": g.id, "members": g.members} for g in circuit.neuron_groups]))
-        else:
-            h.update(_dumps(getattr(circuit, name)))
+    for name, a in sorted(circuit_arrays(circuit).items()):
+        canonical = np.ascontiguousarray(a, dtype="<f8" if a.dtype.kind == "f" else "<i8")
+        h.update(f"\n{name}{list(canonical.shape)}=".encode())
+        h.update(canonical.tobytes())
     return h.hexdigest()[:16]
 
 

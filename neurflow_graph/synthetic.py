@@ -22,13 +22,26 @@ DEFAULT_LAYERS = ("fc", "block3", "block2", "block1")
 DEFAULT_WIDTHS = (10, 64, 64, 32)
 
 
-def _image_pool(pool_seed: int, n_images: int, image_size: int) -> tuple[list[ImageRef], list[Patch]]:
+def _grid(size: int, fraction: float, stride_fraction: float = 0.5) -> list[list[int]]:
+    """The extraction's sliding-window crops of one fraction (docs/circuit-format.md, patches)."""
+    side = max(1, round(fraction * size))
+    step = max(1, round(stride_fraction * side))
+    starts = list(range(0, size - side + 1, step))
+    if starts[-1] != size - side:
+        starts.append(size - side)
+    return [[x, y, x + side, y + side] for y in starts for x in starts]
+
+
+def _image_pool(pool_seed: int, n_images: int, image_size: int,
+                crop_fractions: tuple[float, ...] | None = None) -> tuple[list[ImageRef], list[Patch]]:
     images, patches = [], []
     half = image_size // 2
     step = half // 2
     boxes = [[0, 0, image_size, image_size]]
     boxes += [[x, y, x + half, y + half] for y in range(0, image_size - half + 1, step)
               for x in range(0, image_size - half + 1, step)]
+    if crop_fractions is not None:
+        boxes = [b for f in crop_fractions for b in _grid(image_size, f)]
     for i in range(n_images):
         sha = hashlib.sha256(f"synthetic-image/{pool_seed}/{i}".encode()).hexdigest()
         images.append(ImageRef(id=i, path=f"synthetic/{pool_seed}/img_{i:04d}.png", sha256=sha))
@@ -70,15 +83,18 @@ def synthetic_circuit(
     n_images: int = 8,
     image_size: int = 64,
     created_at: str = "2026-01-01T00:00:00+00:00",
+    crop_fractions: tuple[float, ...] | None = None,
 ) -> Circuit:
-    """A random circuit for (model, class). ``widths[0]`` is the number of classes (logit units)."""
+    """A random circuit for (model, class). ``widths[0]`` is the number of classes (logit units).
+    ``crop_fractions``: crop each image like the extraction does (e.g. the paper's (1, 0.5, 0.25):
+    59 patches per 224-pixel image); default: one full box and a 3x3 grid of half boxes."""
     if len(layers) != len(widths) or len(layers) < 2:
         raise ValueError("layers and widths must have the same length >= 2")
     if not 0 <= class_index < widths[0]:
         raise ValueError(f"class_index {class_index} outside the logit layer's width {widths[0]}")
     model_key = int.from_bytes(hashlib.sha256(model_name.encode()).digest()[:4], "little")
     rng = np.random.default_rng([seed, class_index, model_key])
-    images, patches = _image_pool(pool_seed, n_images, image_size)
+    images, patches = _image_pool(pool_seed, n_images, image_size, crop_fractions)
     patch_ids = [p.id for p in patches]
     k = min(k, len(patch_ids))
 

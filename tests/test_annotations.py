@@ -225,3 +225,16 @@ def test_user_label_files_parse_both_ways(tmp_path):
     assert (y.layer, y.gid, y.values) == ("conv", 2, {"label": "eye"})
     with pytest.raises(InputError, match="does not exist"):
         load_user_labels(tmp_path / "none.csv")
+
+
+def test_a_version_1_run_dir_keeps_its_inline_concepts_as_ground_truth_annotations(store, tmp_path):
+    c = small()
+    d = c.to_dict()  # version 1: concept/purity inline on the groups
+    g = c.neuron_groups[2]
+    d["neuron_groups"][2].update(concept="object:flower", purity=0.8)
+    (tmp_path / "circuit.json").write_text(json.dumps(d))
+    res = ingest_run_dir(store=store, run_dir=tmp_path)
+    assert res.uid == run_uid(c) and res.annotations == 2
+    got = {(a.target, a.key, a.source): a.value for a in read_annotations(store=store)}
+    target = neuron_group_uid(res.uid, g.layer, g.id)
+    assert got == {(target, "concept", "ground_truth"): "object:flower", (target, "purity", "ground_truth"): 0.8}

@@ -8,6 +8,7 @@ from neurflow_graph.circuit import (
     CIRCUIT_FILE, Edge, NeuronGroup, derive_group_edges, load_circuit,
 )
 from neurflow_graph.errors import RunFormatError
+from neurflow_graph.identity import run_uid
 from neurflow_graph.synthetic import synthetic_circuit
 
 
@@ -19,8 +20,71 @@ def circuit():
 def test_round_trip_through_disk(tmp_path, circuit):
     path = circuit.save(tmp_path / "run")
     assert path.name == CIRCUIT_FILE
-    assert load_circuit(tmp_path / "run") == circuit
-    assert not [p for p in (tmp_path / "run").iterdir() if p.name != CIRCUIT_FILE]  # no temp file left
+    loaded = load_circuit(tmp_path / "run")
+    assert loaded == circuit and loaded.schema_version == 2
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())  # no temp file left
+    assert len(names) == 2 and names[0].startswith("circuit-") and names[0].endswith(".npz") and names[1] == CIRCUIT_FILE
+    header = json.loads(path.read_text())
+    assert header["schema_version"] == 2 and "edges" not in header and header["arrays"]["file"] == names[0]
+    assert header["counts"]["edges"] == len(circuit.edges)
+
+
+def test_saving_again_replaces_the_arrays(tmp_path, circuit):
+    circuit.save(tmp_path)
+    circuit.edges[0].weight += 0.5
+    circuit.save(tmp_path)
+    assert len(list(tmp_path.glob("circuit-*.npz"))) == 1
+    assert load_circuit(tmp_path).edges[0].weight == circuit.edges[0].weight
+
+
+def test_version_1_is_still_read_with_its_inline_annotations(tmp_path, circuit):
+    d = circuit.to_dict()
+    assert d["schema_version"] == 1 and "edges" in d
+    d["neuron_groups"][1].update(concept="texture:fur", purity=0.5, label=None, caption=None)
+    (tmp_path / CIRCUIT_FILE).write_text(json.dumps(d))
+    old = load_circuit(tmp_path)
+    assert old == circuit and old.schema_version == 1 and run_uid(old) == run_uid(circuit)
+    g = circuit.neuron_groups[1]
+    assert old.legacy_annotations == [(g.layer, g.id, "concept", "texture:fur"), (g.layer, g.id, "purity", 0.5)]
+    old.save(tmp_path / "v2")  # rewritten as version 2: same content, same uid
+    assert run_uid(load_circuit(tmp_path / "v2")) == run_uid(circuit)
+
+
+def test_version_2_is_much_smaller_than_version_1(tmp_path):
+    c = synthetic_circuit(class_index=1, class_name="cat", widths=(10, 256, 256, 128), tau=16, k=50, n_images=16)
+    c.save(tmp_path)
+    v2 = sum(p.stat().st_size for p in tmp_path.iterdir())
+    v1 = len(json.dumps(c.to_dict(), indent=1))
+    assert v2 * 3 < v1, (v1, v2)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: next(d.glob("circuit-*.npz")).unlink(), "is missing"),
+    (lambda d: next(d.glob("circuit-*.npz")).write_bytes(b"x" * 100), "does not match the sha256"),
+    (lambda d: (d / CIRCUIT_FILE).write_text(json.dumps({**json.loads((d / CIRCUIT_FILE).read_text()), "arrays": None})),
+     "needs an 'arrays' object"),
+])
+def test_a_damaged_version_2_run_is_a_clear_error(tmp_path, circuit, damage, message):
+    circuit.save(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(RunFormatError, match=message):
+        load_circuit(tmp_path)
+
+
+def test_version_2_arrays_are_validated_like_version_1(tmp_path, circuit):
+    import numpy as np
+
+    circuit.save(tmp_path)
+    npz = next(tmp_path.glob("circuit-*.npz"))
+    with np.load(npz) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    arrays["edges"][0, 4] = 10_000  # the child neuron of an edge that does not exist
+    np.savez(npz, **arrays)
+    header = json.loads((tmp_path / CIRCUIT_FILE).read_text())
+    header["arrays"].pop("sha256")
+    (tmp_path / CIRCUIT_FILE).write_text(json.dumps(header))
+    with pytest.raises(RunFormatError, match="is not a neuron"):
+        load_circuit(tmp_path)
 
 
 def test_synthetic_circuits_obey_paper_invariants(circuit):

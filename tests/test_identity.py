@@ -33,7 +33,16 @@ def _same(c):
 def _mutations():
     def weights(c): c.model.weights_sha256 = "ab" * 32
     def name(c): c.model.name = "othernet"
-    def layer(c): c.model.layers[-1] = "renamed"
+    def layer(c):  # the same circuit read at a differently named layer
+        old = c.model.layers[-1]
+        c.model.layers[-1] = "renamed"
+        for x in [*c.neurons, *c.neuron_groups]:
+            x.layer = "renamed" if x.layer == old else x.layer
+        for e in c.edges:
+            e.child_layer = "renamed" if e.child_layer == old else e.child_layer
+        for e in c.group_edges:
+            e.child_layer = "renamed" if e.child_layer == old else e.child_layer
+        c.validate()
     def cls_index(c): c.class_.index = 2
     def cls_name(c): c.class_.name = "dog"
     def params(c): c.params = {**c.params, "k": c.params["k"] + 1}

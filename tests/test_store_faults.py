@@ -51,7 +51,7 @@ def _truncate(d: Path) -> None:
 
 
 def _invalid(d: Path) -> None:
-    data = json.loads((d / "circuit.json").read_text())
+    data = load_circuit(d).to_dict()  # rewritten inline (schema_version 1, still read)
     data["edges"][0]["child_index"] = 10_000  # names a neuron that does not exist
     (d / "circuit.json").write_text(json.dumps(data))
 
@@ -169,7 +169,7 @@ def test_a_run_with_nan_stops_the_ingest_before_any_of_its_writes(tmp_path, embe
     # the runs before a bad one stay complete, the bad one leaves nothing
     for i, name in enumerate(["a_good", "b_bad"]):
         synthetic_circuit(class_index=i, class_name=name).save(tmp_path / name)
-    data = json.loads((tmp_path / "b_bad" / "circuit.json").read_text())
+    data = load_circuit(tmp_path / "b_bad").to_dict()  # rewritten inline (schema_version 1, still read)
     data["edges"][0]["weight"] = float("nan")  # json writes it as NaN, which load accepts
     (tmp_path / "b_bad" / "circuit.json").write_text(json.dumps(data))
     r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "a_good"), str(tmp_path / "b_bad"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -136,31 +137,53 @@ class CircuitRows:
 
 def _dedupe(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]]:
     """Keep the first row per key (FalkorDB drops SETs of a key repeated within one MERGE batch)."""
+    rows = list(rows)
+    keys = list(map(key, rows))
+    if len(set(keys)) == len(keys):  # the usual case: nothing repeated
+        return rows
     seen: dict[Any, dict[str, Any]] = {}
-    for r in rows:
-        seen.setdefault(key(r), r)
+    for k, r in zip(keys, rows):
+        seen.setdefault(k, r)
     return list(seen.values())
 
 
-def circuit_rows(circuit: Circuit, *, validate: bool = True) -> CircuitRows:
-    """Build all rows of ``circuit`` (validated first unless the caller just did) in plain Python."""
+def circuit_rows(circuit: Circuit, *, validate: bool = True, uid: str | None = None) -> CircuitRows:
+    """Build all rows of ``circuit`` (validated first unless the caller just did; ``uid``: its
+    run_uid when the caller has it) in plain Python."""
     if validate:
         circuit.validate()
-    uid = run_uid(circuit)
+    uid = uid or run_uid(circuit)
     muid = model_uid(circuit)
     layers = list(circuit.model.layers)
     layer_uids = {name: layer_uid(muid, name) for name in layers}
     class_name = circuit.class_.name
     cls_uid = class_uid(class_name)
 
+    # each uid computed once (identity functions), then looked up: edges name the same nodes many times
+    nu_memo: dict[tuple[str, int], str] = {}
+    sg_memo: dict[tuple[str, int, int], str] = {}
+    ng_memo: dict[tuple[str, int], str] = {}
+
     def nu_of(layer: str, index: int) -> str:
-        return neuron_uid(muid, layer, index)
+        k = (layer, index)
+        v = nu_memo.get(k)
+        if v is None:
+            v = nu_memo[k] = neuron_uid(muid, layer, index)
+        return v
 
     def sg_uid(layer: str, index: int, j: int) -> str:
-        return semantic_group_uid(uid, layer, index, j)
+        k = (layer, index, j)
+        v = sg_memo.get(k)
+        if v is None:
+            v = sg_memo[k] = semantic_group_uid(uid, layer, index, j)
+        return v
 
     def ng_uid(layer: str, gid: int) -> str:
-        return neuron_group_uid(uid, layer, gid)
+        k = (layer, gid)
+        v = ng_memo.get(k)
+        if v is None:
+            v = ng_memo[k] = neuron_group_uid(uid, layer, gid)
+        return v
 
     images = {}
     for im in circuit.images:
@@ -200,8 +223,8 @@ def circuit_rows(circuit: Circuit, *, validate: bool = True) -> CircuitRows:
                    "uid": feeds_uid(uid, e.child_layer, e.child_group, e.parent_layer, e.parent_group),
                    "weight": float(e.weight)} for e in circuit.group_edges]
 
-    by_uid: Callable[[dict[str, Any]], Any] = lambda r: r["uid"]  # noqa: E731
-    ends: Callable[[dict[str, Any]], Any] = lambda r: (r["a"], r["b"])  # noqa: E731
+    by_uid: Callable[[dict[str, Any]], Any] = itemgetter("uid")
+    ends: Callable[[dict[str, Any]], Any] = itemgetter("a", "b")
     nodes = {
         "Model": [{"uid": muid, "name": circuit.model.name, "weights_sha256": circuit.model.weights_sha256}],
         "Class": [{"uid": cls_uid, "name": class_name}],
@@ -337,7 +360,7 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
     skipped = bool(status) and status[0]["status"] == "complete" and not force
     nodes = rels = 0
     if not skipped:
-        rows = circuit_rows(circuit, validate=False)
+        rows = circuit_rows(circuit, validate=False, uid=uid)
         store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
         expected = expected_counts(rows)
         for attempt in (1, 2):
@@ -359,6 +382,10 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
     recompute_latest(store=store, pairs=[(muid, class_name)])
     if run_dir is not None:
         store.write_rows(RUN_DIR_QUERY, [{"uid": uid, "run_dir": str(Path(run_dir).resolve())}], batch_size=1)
+        # exemplar mosaic references on the groups, from RUN_DIR/exemplars/ (issue 9, store/mosaics.py)
+        from neurflow_graph.store.mosaics import record_mosaics
+
+        record_mosaics(store=store, run_uid=uid, run_dir=run_dir)
     written = write_annotations(store=store, annotations=annotations, skip_missing=True) if annotations else 0
     if checkpoint:
         store.checkpoint()
