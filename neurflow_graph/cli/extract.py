@@ -182,7 +182,8 @@ def _device_memory(loaded: Any, *, batch: int, run_dir: Path | None) -> Iterator
         resume = " --resume" if run_dir is not None else ""
         hint = (f"rerun with a smaller --max-batch (now {batch}; try {max(1, batch // 2)}){resume}, "
                 "free the device of other jobs, or use --device cpu")
-        wrapped = device_memory_error(e, device=str(loaded.device), hint=hint)
+        device = str(loaded.device) if loaded.device.type != "cpu" or isinstance(e, MemoryError) else None
+        wrapped = device_memory_error(e, device=device, hint=hint)
         if wrapped is None:
             raise
         raise wrapped from e

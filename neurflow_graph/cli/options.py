@@ -64,11 +64,16 @@ def _store_url_without_password(ctx: click.Context, param: click.Parameter, valu
     return value
 
 
+def _interactive() -> bool:
+    """Whether a prompt can be answered (stdin is a terminal)."""
+    import sys
+
+    return sys.stdin.isatty()
+
+
 def resolve_password(*, store_url: str, username: str | None, password: str | None) -> str | None:
     """The Neo4j password: NEO4J_PASSWORD (already in ``password``) or one in a NEURFLOW_STORE URL,
     else an interactive prompt when stdin is a terminal; None for the embedded store."""
-    import sys
-
     from neurflow_graph.store.url import parse_store_url
 
     if password is not None:
@@ -77,7 +82,7 @@ def resolve_password(*, store_url: str, username: str | None, password: str | No
         parsed = parse_store_url(store_url)
     except Exception:  # a bad URL is reported by open_store, in one line
         return None
-    if parsed.kind != "neo4j" or parsed.password is not None or not sys.stdin.isatty():
+    if parsed.kind != "neo4j" or parsed.password is not None or not _interactive():
         return None
     user = username or parsed.username or "neo4j"
     return click.prompt(f"Neo4j password for {user} at {parsed.display}", hide_input=True, err=True)
