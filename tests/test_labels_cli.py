@@ -396,3 +396,65 @@ def test_run_dir_flag_and_a_run_dir_of_another_run(world: World, tmp_path) -> No
             url_mod.open_store = real
         assert res.exit_code == 0, res.output
         assert [s.kind for s in srv.asked()] == ["caption", "formation"]
+
+
+def test_groups_by_label_finds_user_labels_with_no_label_run(world: World) -> None:
+    """Every annotation writer keeps the full-text index: a user's label is searchable at once."""
+    from neurflow_graph.queries.library import run_query
+    from neurflow_graph.store.annotations import write_annotations
+
+    layer, gid = world.groups()[1]
+    write_annotations(store=world.store, annotations=[make_annotation(
+        target=neuron_group_uid(world.uid, layer, gid), target_label="NeuronGroup", key="label",
+        value="Striped wings", source="user")])
+    (row,) = run_query(store=world.store, name="groups_by_label", params={"text": "stripes"})
+    assert (row["layer"], row["group_id"], row["label"], row["source"], row["caption"]) == \
+        (layer, gid, "Striped wings", "user", None)
+
+
+def test_ctrl_c_stores_what_arrived_and_the_rerun_asks_only_the_rest(tmp_path, embedded_dir) -> None:
+    """A real SIGINT to a real `label` process: one line, exit 130; the answers received are stored
+    and cached, and the rerun sends only the requests that had no answer."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from neurflow_graph.store.falkor import FalkorStore
+
+    store = FalkorStore(embedded_dir)
+    try:
+        w = World(tmp_path, store)
+        with w.server(script=lambda s: ("slow", 0.3, default_answer(s))) as srv:
+            env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": srv.url, "PYTHONUNBUFFERED": "1"}
+            cmd = [sys.executable, "-c", "from neurflow_graph.cli import main; main()", "label", "--run", w.uid,
+                   "--model-name", MODEL, "--concurrency", "1", "--store", f"embedded:{embedded_dir}"]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cache = w.dir / "labels" / "cache"
+            deadline = time.monotonic() + 120
+            while not (cache.is_dir() and len(list(cache.glob("*/*.json"))) >= 2):
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 130, (out, err)
+            assert "Traceback" not in err and err.strip().splitlines() == [
+                "interrupted; every answer received is cached and stored: run the same command again to continue "
+                "(nothing is asked twice)"]
+            cached = {p.stem for p in cache.glob("*/*.json")}
+            stored = {a.meta["request"] for a in w.annotations(source=SOURCE)}
+            # what arrived before the signal is stored; the one request in flight may land in the cache later
+            assert stored <= cached and len(stored) >= 2 and len(cached - stored) <= 1
+            n_first = len(srv.seen)
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, res.stderr
+            again = [s for s in srv.seen[n_first:]]
+        total = len(w.groups()) + len(w.with_children())
+        assert f"requests: {total - len(cached)} sent, {len(cached)} from the cache" in res.stdout
+        assert len(again) == total - len(cached)
+        for layer, gid in w.groups():
+            assert w.value(neuron_group_uid(w.uid, layer, gid), "caption") is not None
+    finally:
+        store.close()

@@ -152,8 +152,10 @@ def execute(requests: Sequence[ChatRequest], *, cache: ResponseCache, outcomes: 
                         answers[r.key] = Outcome(request=r, status=FAILED, error=str(e))
                     if progress is not None:
                         progress(answers[r.key])
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException as e:
+            # Ctrl-C: do not wait for requests in flight (they still cache their answers when they
+            # arrive); an endpoint error: let them finish, so their answers are stored too
+            pool.shutdown(wait=not isinstance(e, KeyboardInterrupt), cancel_futures=True)
             for f, r in futures.items():  # keep what did arrive; the caller stores it before re-raising
                 if f.done() and not f.cancelled() and f.exception() is None:
                     answers[r.key] = Outcome(request=r, status=SENT, reply=f.result())

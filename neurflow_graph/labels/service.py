@@ -76,13 +76,11 @@ def _resolve(store: Any, run: str) -> str:
 def store_annotations(*, store: Any, run_dir: Path, annotations: Sequence[Any]) -> int:
     """Append to ``RUN_DIR/annotations.jsonl`` (so a re-ingest keeps them) and write them to the store."""
     from neurflow_graph.annotations import append_run_annotations
-    from neurflow_graph.store.text_index import ensure_text_index
     from neurflow_graph.store.annotations import write_annotations
 
     if not annotations:
         return 0
     append_run_annotations(run_dir, list(annotations))
-    ensure_text_index(store)
     return write_annotations(store=store, annotations=list(annotations))
 
 

@@ -102,6 +102,9 @@ def write_annotations(*, store: Any, annotations: Sequence[Annotation], skip_mis
     if not items:
         return 0
     store.setup()
+    from neurflow_graph.store.text_index import ensure_text_index
+
+    ensure_text_index(store)  # groups_by_label searches annotation text (labels, captions) through it
     missing = missing_targets(store=store, annotations=items)
     if missing and not skip_missing:
         a = missing[0]

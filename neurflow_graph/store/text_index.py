@@ -3,8 +3,9 @@
 Neo4j: a FULLTEXT index ``neurflow_annotation_text`` on ``Annotation.value`` with Lucene's
 ``english`` analyzer (so "striped" finds "stripes", as on FalkorDB). FalkorDB: a RediSearch
 full-text index on ``(:Annotation).value`` (English stemming by default). Both index string
-values only; numbers and lists are skipped. Idempotent; :func:`ensure_text_index` is called
-before labels are written, and by store setup.
+values only; numbers and lists are skipped. Idempotent; :func:`ensure_text_index` runs before every
+annotation write (``store.annotations.write_annotations``), so any label or caption, from a model or a
+user, is searchable.
 """
 
 from __future__ import annotations
