@@ -85,9 +85,10 @@ def test_cli_unreachable_store_is_one_line_exit_2(monkeypatch):
     assert "s3cr3t" not in result.output
 
 
-def test_cli_password_flag_never_printed():
+def test_cli_password_flag_is_refused_and_never_printed():
     result = CliRunner().invoke(cli, ["ingest", "--store", "neo4j://127.0.0.1:1", "--password", SECRET, "."])
     assert result.exit_code == 2
+    assert "--password is not accepted on the command line" in result.output
     assert "s3cr3t" not in result.output
 
 
