@@ -22,6 +22,15 @@ stops that server. Neo4j tests use the database ``NEO4J_DATABASE`` (default ``ne
 this project's labels (or ``:Probe``) there before and after each test: point them at a scratch
 database. On Neo4j ``store`` and ``module_store`` share that database, so a module should use
 one of the two.
+
+Neo4j server: a user's ``NEO4J_URI`` wins. Otherwise, when ``java`` and ``mvn`` are present, this
+file picks a free port and sets ``NEO4J_URI``/``NEO4J_USERNAME``/``NEO4J_PASSWORD`` (a random
+password, never printed) in ``os.environ`` for the whole session at import, and starts ONE real
+Neo4j Community server (``tools/neo4j-local``) in the background as soon as collection finds a
+Neo4j test; the first Neo4j test waits for it (fixture ``neo4j_server``), the session's end stops
+it, and the JVM dies with pytest (its stdin is a pipe from here). Without a JDK the Neo4j tests
+are skipped with that reason. :func:`local_neo4j` gives the session's :class:`LocalNeo4j` (None
+with a user's server), for tests that kill and restart it.
 """
 
 from __future__ import annotations
@@ -30,6 +39,12 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,13 +53,101 @@ import pytest
 
 from neurflow_graph.store.schema import LABELS
 
+# ---- Neo4j: the user's server, or one local server for the whole session (see the module doc) ----
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools" / "neo4j-local"))
+import neo4j_local  # noqa: E402  (tools/neo4j-local/neo4j_local.py)
+
+_LOCAL: neo4j_local.LocalNeo4j | None = None
+_LOCAL_START: dict[str, Any] = {}      # "thread", "error"
+_LOCAL_DIR: str | None = None
+if os.environ.get("NEO4J_URI"):
+    NEO4J_SKIP_REASON = None
+elif (NEO4J_SKIP_REASON := neo4j_local.missing_tools()) is None:
+    with socket.socket() as _sock:  # a free port now, so the URI is known (and in os.environ) from the start
+        _sock.bind(("127.0.0.1", 0))
+        _port = _sock.getsockname()[1]
+    _LOCAL_DIR = tempfile.mkdtemp(prefix="nfneo4j-")
+    os.environ.update(NEO4J_URI=f"bolt://127.0.0.1:{_port}", NEO4J_USERNAME="neo4j",
+                      NEO4J_PASSWORD=secrets.token_urlsafe(18))
+    os.environ.pop("NEO4J_DATABASE", None)
+    _LOCAL = neo4j_local.LocalNeo4j(Path(_LOCAL_DIR) / "db", password=os.environ["NEO4J_PASSWORD"], port=_port,
+                                    heap="512m", pagecache="128m", fast_start=True,
+                                    cds=not os.environ.get("CI"))
+else:
+    NEO4J_SKIP_REASON = f"no Neo4j for the Neo4j tests: NEO4J_URI is not set and {NEO4J_SKIP_REASON}"
 NEO4J_URI = os.environ.get("NEO4J_URI")
-requires_neo4j = pytest.mark.skipif(
-    not NEO4J_URI, reason="NEO4J_URI is not set: Neo4j tests need a server (docker/README.md, `make neo4j-up`)")
+_skip_neo4j = pytest.mark.skipif(NEO4J_SKIP_REASON is not None, reason=NEO4J_SKIP_REASON or "")
+
+
+def requires_neo4j(fn):
+    """Decorator: a test that talks to the session's Neo4j (marked ``neo4j``; skipped without one)."""
+    return pytest.mark.neo4j(_skip_neo4j(fn))
+
+
 BACKENDS = [
     pytest.param("falkordb", id="falkordb"),
-    pytest.param("neo4j", id="neo4j", marks=[requires_neo4j, pytest.mark.neo4j]),
+    pytest.param("neo4j", id="neo4j", marks=[_skip_neo4j, pytest.mark.neo4j]),
 ]
+
+
+def local_neo4j() -> neo4j_local.LocalNeo4j | None:
+    """The session's local Neo4j (started), or None when the tests use a user's ``NEO4J_URI``."""
+    _wait_for_local()
+    return _LOCAL
+
+
+def _start_local() -> None:
+    try:
+        assert _LOCAL is not None
+        _LOCAL.start(timeout=600)
+    except BaseException as e:  # reported by the first test that needs the server
+        _LOCAL_START["error"] = e
+
+
+def _wait_for_local() -> None:
+    if _LOCAL is None:
+        return
+    if "thread" not in _LOCAL_START:
+        _begin_local()
+    _LOCAL_START["thread"].join()
+    if "error" in _LOCAL_START:
+        pytest.fail(f"the session's Neo4j did not start: {_LOCAL_START['error']}", pytrace=False)
+
+
+def _begin_local() -> None:
+    t = threading.Thread(target=_start_local, name="neo4j-local-start", daemon=True)
+    _LOCAL_START["thread"] = t
+    t.start()
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the local Neo4j in the background while the tests before the first Neo4j test run."""
+    if _LOCAL is not None and "thread" not in _LOCAL_START and any(i.get_closest_marker("neo4j") for i in items):
+        _begin_local()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LOCAL is not None and "thread" in _LOCAL_START:
+        _LOCAL_START["thread"].join()
+        _LOCAL.stop()
+    if _LOCAL_DIR is not None:
+        shutil.rmtree(_LOCAL_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def neo4j_server() -> str:
+    """The Neo4j URI for this session's Neo4j tests (waits for the local server when there is one)."""
+    _wait_for_local()
+    return os.environ["NEO4J_URI"]
+
+
+@pytest.fixture(autouse=True)
+def _neo4j_ready(request: pytest.FixtureRequest) -> None:
+    """Every test marked ``neo4j`` waits for the session's server first."""
+    if request.node.get_closest_marker("neo4j") is not None and NEO4J_SKIP_REASON is None:
+        request.getfixturevalue("neo4j_server")
 _graph_ids = itertools.count()
 
 
@@ -143,6 +246,7 @@ def _graph(backend: str, server_dir: Path) -> Iterator[Any]:
     else:
         from neurflow_graph.store.url import open_store
 
+        _wait_for_local()
         s = open_store(NEO4J_URI or "", database=os.environ.get("NEO4J_DATABASE"))
         clear_graph(s)
     try:
