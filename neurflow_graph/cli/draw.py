@@ -27,7 +27,7 @@ def command(run: str, out: str, min_weight: float, top: int | None, store_url: s
     from neurflow_graph.store.url import open_store
     from neurflow_graph.viz.draw import draw_run
 
-    store = open_store(store_url, database=database, username=username, password=password)
+    store = open_store(store_url, database=database, username=username, password=password, create=False)
     try:
         path, graph = draw_run(store=store, run=run, out=out, min_weight=min_weight, top=top)
     finally:

@@ -15,7 +15,7 @@ def command(store_url: str, database: str | None, username: str | None, password
     from neurflow_graph.store.url import open_store
     from neurflow_graph.web.report import write_report
 
-    store = open_store(store_url, database=database, username=username, password=password)
+    store = open_store(store_url, database=database, username=username, password=password, create=False)
     try:
         index = write_report(store=store, out_dir=out_dir)
     finally:

@@ -20,7 +20,7 @@ def command(store_url: str, database: str | None, username: str | None, password
     from neurflow_graph.web.api import DashboardApi
     from neurflow_graph.web.server import DashboardServer
 
-    store = open_store(store_url, database=database, username=username, password=password)
+    store = open_store(store_url, database=database, username=username, password=password, create=False)
     try:
         try:
             server = DashboardServer(api=DashboardApi(store), host=host, port=port)
