@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 
-.PHONY: demo test test-all browser bootstrap neo4j-up neo4j-down bench clean
+.PHONY: demo test test-all browser bootstrap neo4j-up neo4j-down bench clean neo4j-local
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,10 +41,26 @@ browser:
 	  echo "chromium/chromium-driver missing (apt-get install needs root): tests/test_web_browser.py will skip"; \
 	fi
 
-test: $(STAMP) $(LINT_STAMP) browser
+# tools/neo4j-local: a real Neo4j Community 5.26 server from Maven Central (JDK 17+ and Maven); the test
+# session starts one when NEO4J_URI is unset (tests/conftest.py). Rebuilt only when its sources change.
+NEO4J_LOCAL       := tools/neo4j-local
+NEO4J_LOCAL_BUILT := $(NEO4J_LOCAL)/target/classpath.txt
+
+$(NEO4J_LOCAL_BUILT): $(NEO4J_LOCAL)/pom.xml $(wildcard $(NEO4J_LOCAL)/src/main/java/*/*/*/*.java)
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+	  $(PYTHON) $(NEO4J_LOCAL)/neo4j_local.py --build-only; \
+	else \
+	  echo "java/mvn not found: $(NEO4J_LOCAL) not built; the Neo4j tests will skip unless NEO4J_URI is set"; \
+	fi
+
+# A local Neo4j in the foreground (Ctrl-C stops it): NEO4J_PASSWORD=... make neo4j-local [NEO4J_LOCAL_ARGS='--port 7688']
+neo4j-local: $(NEO4J_LOCAL_BUILT)
+	$(PYTHON) $(NEO4J_LOCAL)/neo4j_local.py $(NEO4J_LOCAL_ARGS)
+
+test: $(STAMP) $(LINT_STAMP) browser $(NEO4J_LOCAL_BUILT)
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP) $(LINT_STAMP) browser
+test-all: $(STAMP) $(LINT_STAMP) browser $(NEO4J_LOCAL_BUILT)
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)
