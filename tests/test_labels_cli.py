@@ -65,6 +65,14 @@ class World:
         self.mosaic_bytes = {g["sha256"]: (self.dir / "exemplars" / g["file"]).read_bytes()
                              for g in self.mosaic.values()}
         self.circuit_bytes = (self.dir / "circuit.json").read_bytes()
+        self.annotations_bytes = (self.dir / "annotations.jsonl").read_bytes()
+
+    def reset(self) -> None:
+        import shutil
+
+        self.store.write("MATCH (a:Annotation) WHERE a.source <> 'ground_truth' DETACH DELETE a")
+        (self.dir / "annotations.jsonl").write_bytes(self.annotations_bytes)
+        shutil.rmtree(self.dir / "labels", ignore_errors=True)
 
     def groups(self) -> list[tuple[str, int]]:
         return [(g.layer, g.id) for g in self.circuit.neuron_groups]
@@ -114,9 +122,16 @@ class World:
         return found[0].value if found else None
 
 
+@pytest.fixture(scope="module")
+def _module_world(tmp_path_factory, module_store) -> World:
+    return World(tmp_path_factory.mktemp("labels"), module_store)
+
+
 @pytest.fixture
-def world(tmp_path, store) -> World:
-    return World(tmp_path, store)
+def world(_module_world: World) -> World:
+    """The module's world (built once per backend), with every label, cache and dry run removed."""
+    _module_world.reset()
+    return _module_world
 
 
 def _tag(sha: str) -> str:
