@@ -85,8 +85,7 @@ def build_store(root: Path, layers: list[str], widths: list[int], cache: Path) -
     for i in range(len(SPECS)):
         circuit = load_circuit(cache / key / f"run{i}")
         run_dir = root / "runs" / f"run{i}"
-        run_dir.mkdir(parents=True)
-        shutil.copy(cache / key / f"run{i}" / "circuit.json", run_dir / "circuit.json")
+        shutil.copytree(cache / key / f"run{i}", run_dir)  # circuit.json and the files it names
         rng = np.random.default_rng(i)
         for im in circuit.images:
             p = run_dir / im.path

@@ -27,6 +27,8 @@ class DemoResult:
     findings: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     purity: dict[str, float] = field(default_factory=dict)
+    pictures: dict[str, Path] = field(default_factory=dict)  # class -> drawn circuit (PNG)
+    debug_pictures: dict[str, Path] = field(default_factory=dict)  # biased class -> debug masking.png
 
 
 def _world(*, data_dir: Path, seed: int, per_class: int, echo: Echo) -> Any:
@@ -57,7 +59,6 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     from neurflow_graph.extraction import ExtractParams, extract_circuit
     from neurflow_graph.models.registry import load_model
     from neurflow_graph.store.ingest import ingest_run_dir, model_uid
-    from neurflow_graph.store.mosaics import record_mosaics
     from neurflow_graph.store.url import open_store
 
     if per_class < 2:
@@ -108,13 +109,27 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     with open_store(store_url) as store:
         for name, circuit in circuits.items():
             result.run_uids[name] = ingest_run_dir(store=store, run_dir=result.run_dirs[name]).uid
-            record_mosaics(store=store, run_uid=result.run_uids[name], run_dir=result.run_dirs[name])
         result.timing["ingest"] = time.perf_counter() - t
         echo(f"ingested {len(circuits)} circuits into {store.display_url}")
+        # debug (issue 10): the biased classes' false positives on the bias split, measured by masking
+        from neurflow_graph.debugging.showcase import debug_biased_classes
+
+        t = time.perf_counter()
+        debugged = debug_biased_classes(data_dir=data_dir, seed=seed, per_class=per_class, model=model,
+                                        circuits=circuits, run_dirs=result.run_dirs, run_uids=result.run_uids,
+                                        truth_classes=truth.classes, store=store, echo=echo)
+        result.debug_pictures = debugged.pictures
+        result.timing["debug"] = time.perf_counter() - t
         t = time.perf_counter()
         result.findings = _findings(store=store, model_uid=model_uid(next(iter(circuits.values()))),
-                                    circuits=circuits, truth=truth, truth_by_group=truth_by_group)
+                                    circuits=circuits, truth=truth, truth_by_group=truth_by_group,
+                                    debug=debugged.results)
+        if debugged.lines:
+            result.findings += ["== Debugging the biased class's false positives (debug, bias split) =="] + debugged.lines
         result.timing["queries"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result.pictures = _draw_circuits(store=store, run_uids=result.run_uids, out_dir=data_dir / "pictures")
+        result.timing["pictures"] = time.perf_counter() - t
     for name, circuit in circuits.items():
         groups = [g for g in circuit.neuron_groups if g.layer != circuit.model.layers[0]]
         result.purity[name] = (sum(truth_by_group[name][(g.layer, g.id)]["purity"] for g in groups)
@@ -126,7 +141,22 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
          + ", ".join(f"{k} {v:.2f}" for k, v in result.purity.items()))
     echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timing.items())
          + " (target: under 600 s on 2 cores)")
+    for name, path in result.pictures.items():
+        echo(f"circuit of {name} drawn: {path}")
+    echo(f"explore the circuits in the dashboard: neurflow-graph serve --store {store_url}   "
+         f"then open {DASHBOARD_URL}")
     return result
+
+
+DASHBOARD_URL = "http://127.0.0.1:8765/"
+
+
+def _draw_circuits(*, store: Any, run_uids: dict[str, str], out_dir: Path) -> dict[str, Path]:
+    """One PNG per class (neurflow_graph.viz.draw, as `neurflow-graph draw --run UID` does)."""
+    from neurflow_graph.viz.draw import draw_run
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {name: draw_run(store=store, run=uid, out=out_dir / f"{name}.png")[0] for name, uid in run_uids.items()}
 
 
 def _check_class_names(classes: Sequence[str]) -> None:
@@ -157,8 +187,10 @@ def _label(concept: Any) -> str:
 
 
 def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: Any,
-              truth_by_group: dict[str, dict[tuple[str, int], dict[str, Any]]]) -> list[str]:
-    """Plain-word findings from the Cypher library (each sentence names the query it came from)."""
+              truth_by_group: dict[str, dict[tuple[str, int], dict[str, Any]]],
+              debug: dict[str, Any] | None = None) -> list[str]:
+    """Plain-word findings from the Cypher library (each sentence names the query it came from).
+    ``debug``: class -> DebugResult; a group is called spurious only on its measured masking effect."""
     from neurflow_graph.queries.library import run_query
 
     out: list[str] = []
@@ -208,11 +240,22 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
         if not hits:
             out.append(f"{name}: spurious concepts {', '.join(map(_label, spurious))} did not surface as a neuron group")
             continue
+        tested = {(f.layer, f.gid): f for f in getattr((debug or {}).get(name), "groups", [])}
         for g in sorted(hits, key=lambda g: circuit.model.layers.index(g.layer))[:3]:
             rows = run_query(store=store, name="concept_paths_to_logit",
                              params={"model": model_uid, "class": name, "layer": g.layer, "group": g.id, "limit": 1})
-            head = (f"{name}: group {g.layer}/{g.id} is '{_label(gt[(g.layer, g.id)]['concept'])}' "
-                    f"(purity {gt[(g.layer, g.id)]['purity']:.2f}), a spurious concept")
+            head = (f"{name}: group {g.layer}/{g.id} shows '{_label(gt[(g.layer, g.id)]['concept'])}' "
+                    f"(purity {gt[(g.layer, g.id)]['purity']:.2f}), the class's spurious context")
+            f = tested.get((g.layer, g.id))
+            if f is None:
+                head += " (not tested by masking at this layer, so not called spurious)"
+            elif f.spurious:
+                r = f.random_concept_delta_logit
+                head += (f"; spurious (measured): masking it changes the {name} logit by {f.concept_delta_logit:+.2f} on "
+                         f"images with it vs {r.mean:+.2f} [{r.low:+.2f}, {r.high:+.2f}] for random sets of its size; "
+                         f"net effect {f.net_effect:+.2f}")
+            else:
+                head += f"; not called spurious: masking it moves the logit no more than random sets (net {f.net_effect:+.2f})"
             if rows:
                 out.append(f"{head}; strongest path to the logit: {' -> '.join(rows[0]['path'])} "
                            f"(strength {rows[0]['strength']:+.3f})")

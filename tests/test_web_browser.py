@@ -137,6 +137,16 @@ def test_runs_page_lists_every_run(demo, server, browser):
     _shot(browser, "runs")
 
 
+def test_demo_draws_one_picture_per_class(demo):
+    from PIL import Image
+
+    result = demo[1]
+    assert sorted(result.pictures) == sorted(result.run_uids)
+    for path in result.pictures.values():
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 500
+
+
 @requires_browser
 def test_circuit_page_draws_what_the_store_holds_per_layer(demo, server, browser):
     rows = _circuit_rows(demo)
