@@ -16,6 +16,8 @@ from neurflow_graph.cli.options import device_option, resolve_password, trust_pi
               help="DEFAULT (torchvision's pretrained enum), a .pt/.pth file, or omit for random init "
                    "(demo: its trained weights).")
 @trust_pickle_option
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Resize images to this square side (default: the model's own, e.g. 224 for torchvision).")
 @click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of images (ImageFolder class sub-folders give labels for completeness 2).")
 @click.option("--layers", "layers", required=True,
@@ -41,7 +43,7 @@ from neurflow_graph.cli.options import device_option, resolve_password, trust_pi
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @device_option
-def command(model: str, weights: str | None, trust_pickle: bool, images_dir: Path, layers: str, samples: int,
+def command(model: str, weights: str | None, trust_pickle: bool, input_size: int | None, images_dir: Path, layers: str, samples: int,
             site: str | None, out_dir: Path, store_url: str | None, database: str | None, username: str | None,
             eval_images: int, ablation_points: int, n_exemplars: int, seed: int, batch_size: int, no_plots: bool,
             device: str | None) -> None:
@@ -65,7 +67,8 @@ def command(model: str, weights: str | None, trust_pickle: bool, images_dir: Pat
         from neurflow_graph.store.url import parse_store_url
 
         parse_store_url(store_url)  # a bad URL stops before any work
-    loaded = load_model(name=model, weights=weights, device=device, trust_pickle=trust_pickle, require_layers=False)
+    loaded = load_model(name=model, weights=weights, device=device, trust_pickle=trust_pickle, require_layers=False,
+                        input_size=input_size)
     _check_layers(loaded.module, names)
     records, skipped = list_images(images_dir)
     if skipped:

@@ -47,6 +47,7 @@ class Ablation:
     kind: str                                  # "pca" | "neurons"
     basis: np.ndarray | None = None
     channels: tuple[int, ...] = ()
+    orthonormal: bool = False                  # basis rows are already orthonormal (PCs): no QR needed
 
 
 def ablation_for(*, kind: str, k: int, order: str, components: np.ndarray, feature_variance: np.ndarray) -> Ablation:
@@ -56,7 +57,7 @@ def ablation_for(*, kind: str, k: int, order: str, components: np.ndarray, featu
         raise InputError(f"order must be one of {', '.join(ORDERS)}")
     if kind == "pca":
         rows = components[:k] if order == "descending" else components[::-1][:k]
-        return Ablation("pca", basis=np.asarray(rows, dtype=np.float64))
+        return Ablation("pca", basis=np.asarray(rows, dtype=np.float64), orthonormal=True)
     if kind == "neurons":
         idx = np.argsort(-np.asarray(feature_variance), kind="stable")
         if order == "ascending":
@@ -121,7 +122,8 @@ class SuffixRunner:
     def logits(self, ablation: Ablation | None) -> torch.Tensor:
         q = keep = None
         if ablation is not None and ablation.kind == "pca" and len(ablation.basis):
-            q = torch.from_numpy(orthonormal_rows(ablation.basis)).to(self.acts.dtype)
+            rows = ablation.basis if ablation.orthonormal else orthonormal_rows(ablation.basis)
+            q = torch.tensor(np.array(rows, dtype=np.float64), dtype=self.acts.dtype)
         if ablation is not None and ablation.kind == "neurons" and ablation.channels:
             keep = torch.ones(self.acts.shape[1], dtype=torch.bool)
             keep[list(ablation.channels)] = False
@@ -159,6 +161,7 @@ def ablation_curves(*, runner: HookedRunner | SuffixRunner, components: np.ndarr
     out = AblationCurves(ks=ks, accuracy={} if labels is not None else None, n_images=int(len(base_pred)),
                          runner=type(runner).__name__)
     known = labels >= 0 if labels is not None else None
+    everything: list[np.ndarray] = []   # k = dim removes the whole space, whatever the basis and order
     for kind in BASES:
         for order in ORDERS:
             key = f"{kind}/{order}"
@@ -167,12 +170,17 @@ def ablation_curves(*, runner: HookedRunner | SuffixRunner, components: np.ndarr
                 continue
             agree, acc = [], []
             for k in ks:
+                whole = k >= dim and (kind == "neurons" or components.shape[0] >= dim)
                 if k == 0:
                     pred = base_pred
+                elif whole and everything:
+                    pred = everything[0]
                 else:
                     abl = ablation_for(kind=kind, k=min(k, components.shape[0]) if kind == "pca" else k, order=order,
                                        components=components, feature_variance=feature_variance)
                     pred = runner.logits(abl).argmax(1).numpy()
+                    if whole:
+                        everything.append(pred)
                 agree.append(float(np.mean(pred == base_pred)))
                 if labels is not None:
                     acc.append(float(np.mean(pred[known] == labels[known])) if known.any() else float("nan"))

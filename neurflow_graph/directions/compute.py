@@ -311,7 +311,7 @@ def _runner(module: torch.nn.Module, traced, logit_layer: str, r: SiteResult, x_
             full.append(module(x_eval[i:i + batch_size]))
         acts = torch.cat(got["a"])
     full_logits = torch.cat(full)
-    runner = abl.SuffixRunner(suffix=suffix, acts=acts, batch_size=batch_size)
+    runner = abl.SuffixRunner(suffix=suffix, acts=acts, batch_size=max(batch_size, 256))
     if not torch.allclose(runner.logits(None), full_logits, rtol=1e-4, atol=1e-4):
         return hooked   # the logit layer's output is not the model's output
     return runner
