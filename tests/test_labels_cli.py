@@ -197,6 +197,15 @@ def test_groups_by_label_finds_labels_across_runs(world: World) -> None:
     with pytest.raises(NeurflowError, match="no annotation has source 'user'"):  # a wrong name is an error
         run_query(store=world.store, name="groups_by_label", params={"text": "smooth", "source": "user"})
     assert run_query(store=world.store, name="groups_by_label", params={"text": "giraffe"}) == []
+    # the library's group queries carry the label (B2's class_circuit, paths query)
+    model = world.circuit.model.name
+    circuit = run_query(store=world.store, name="class_circuit", params={"model": model, "class": "bee"})
+    expected = {(lay, g): f"{_tag(world.mosaic[(lay, g)]['sha256'])}; smooth edges; warm colours"
+                for lay, g in world.groups()}
+    assert {(r["layer"], r["group_id"]): r["label"] for r in circuit} == expected
+    paths = run_query(store=world.store, name="concept_paths_to_logit",
+                      params={"model": model, "class": "bee", "layer": "b1", "limit": 3})
+    assert paths and all(lab.endswith("warm colours") for r in paths for lab in r["labels"])
 
 
 def test_second_run_is_answered_from_the_cache(world: World) -> None:
