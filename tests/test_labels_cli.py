@@ -482,3 +482,17 @@ def test_ctrl_c_stores_what_arrived_and_the_rerun_asks_only_the_rest(tmp_path, e
             assert w.value(neuron_group_uid(w.uid, layer, gid), "caption") is not None
     finally:
         store.close()
+
+
+def test_labels_travel_with_the_run_directory(world: World, falkor_graph) -> None:
+    """Labels are appended to RUN_DIR/annotations.jsonl: ingesting the run directory into another store
+    brings them along, under the same run uid."""
+    from neurflow_graph.store.annotations import read_annotations
+    from neurflow_graph.store.ingest import ingest_run_dir
+
+    with world.server() as srv:
+        assert world.invoke(url=srv.url).exit_code == 0
+    assert ingest_run_dir(store=falkor_graph, run_dir=world.dir).uid == world.uid
+    here = {(a.target, a.key, json.dumps(a.value)) for a in world.annotations(source=SOURCE)}
+    there = {(a.target, a.key, json.dumps(a.value)) for a in read_annotations(store=falkor_graph, source=SOURCE)}
+    assert there == here and len(here) > 2 * len(world.groups())
