@@ -14,28 +14,29 @@ MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.class_name = $class
   AND (($run IS NULL AND r.latest = true) OR r.uid = $run)
-MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup)-[:HAS_MEMBER]->(s:SemanticGroup)
-WITH m, r, g, s ORDER BY s.neuron_index, s.j
-WITH m, r, g, collect([s.neuron_index, s.j]) AS members, collect(DISTINCT s.neuron_index) AS neurons
+MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup)
 OPTIONAL MATCH (g)-[f:FEEDS]->(p:NeuronGroup)
 OPTIONAL MATCH (p)<-[fp:FEEDS]-(:NeuronGroup)
-WITH m, r, g, members, neurons, p, f, sum(abs(fp.weight)) AS inflow
-WITH m, r, g, members, neurons, p, f, inflow ORDER BY p.gid
-WITH m, r, g, members, neurons,
+WITH m, r, g, p, f, sum(abs(fp.weight)) AS inflow
+WITH m, r, g, p, f, inflow ORDER BY p.gid
+WITH m, r, g,
      collect(CASE WHEN p IS NULL THEN null
                   ELSE [p.layer + '/' + toString(p.gid), f.weight,
                         CASE WHEN inflow > 0 THEN f.weight / inflow ELSE 0.0 END] END) AS ps
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(g)
-WHERE a.key IN ['label', 'concept', 'purity'] AND ($source IS NULL OR a.source = $source)
-WITH m, r, g, members, neurons, ps, a
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'concept', 'purity'] AND ($source IS NULL OR a.source = $source)
+WITH m, r, g, ps, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
-WITH m, r, g, members, neurons, ps,
+WITH m, r, g, ps,
      head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label,
      head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept,
      head(collect(CASE WHEN a.key = 'purity' THEN a.value END)) AS purity
+MATCH (g)-[:HAS_MEMBER]->(s:SemanticGroup)
+WITH m, r, g, ps, label, concept, purity, s.neuron_index AS i, s.j AS j ORDER BY i, j
+WITH m, r, g, ps, label, concept, purity, collect([i, j]) AS members, collect(DISTINCT i) AS neurons
 MATCH (m)-[:HAS_LAYER]->(l:Layer {name: g.layer})
 RETURN r.uid AS run, l.depth AS depth, l.name AS layer, g.gid AS group_id, label, concept, purity,
-       size(members) AS n_members, members, neurons, [x IN ps | x[0]] AS parents, [x IN ps | x[1]] AS weights,
-       [x IN ps | x[2]] AS flows
+       size(members) AS n_members, members, neurons,
+       [x IN ps | x[0]] AS parents, [x IN ps | x[1]] AS weights, [x IN ps | x[2]] AS flows
 ORDER BY depth, group_id

@@ -24,7 +24,7 @@ WITH mine, o, og, collect(DISTINCT n) AS theirs
 WITH o, og, size(mine) AS size_g, size(theirs) AS group_size, size([x IN theirs WHERE x IN mine]) AS shared
 WHERE shared >= $min_shared
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(og)
-WHERE a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
 WITH o, og, size_g, group_size, shared, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC

@@ -32,7 +32,7 @@ WITH r, g.gid AS start_group, stride, i, strength,
 UNWIND range(0, stride - 1) AS j
 MATCH (x:NeuronGroup {run: r.uid, layer: r.layers[stride - 1 - j], gid: gids[j]})
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(x)
-WHERE a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
 WITH r, start_group, i, strength, flows, j, x, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC

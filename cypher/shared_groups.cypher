@@ -29,7 +29,7 @@ WITH ga, gb, size_a, size_b, shared, toFloat(shared) / (size_a + size_b - shared
 ORDER BY jaccard DESC, shared DESC, ga.layer, ga.gid, gb.gid
 LIMIT $limit
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(ga)
-WHERE a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
 WITH ga, gb, size_a, size_b, shared, jaccard, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
@@ -37,7 +37,7 @@ WITH ga, gb, size_a, size_b, shared, jaccard,
      head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label_a,
      head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept_a
 OPTIONAL MATCH (b:Annotation)-[:ANNOTATES]->(gb)
-WHERE b.key IN ['label', 'concept'] AND ($source IS NULL OR b.source = $source)
+WHERE b.target_label = 'NeuronGroup' AND b.key IN ['label', 'concept'] AND ($source IS NULL OR b.source = $source)
 WITH ga, gb, size_a, size_b, shared, jaccard, label_a, concept_a, b
 ORDER BY CASE WHEN b.source = 'user' THEN 0 WHEN b.source STARTS WITH 'mllm:' THEN 1
               WHEN b.source = 'ground_truth' THEN 2 ELSE 3 END, b.created_at DESC

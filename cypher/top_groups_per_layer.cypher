@@ -25,7 +25,7 @@ WITH l, ranked[..$top] AS kept
 UNWIND range(0, size(kept) - 1) AS i
 WITH l, i, kept[i] AS k, kept[i].g AS g
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(g)
-WHERE a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
 WITH l, i, k, g, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC

@@ -10,7 +10,6 @@ Expected results are computed from the Circuit objects only, never from the stor
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -99,16 +98,8 @@ def expected_annotation(c: Circuit, layer: str, gid: int, key: str, source: str 
 
 
 def _annotate(store, c: Circuit, uid: str) -> None:
-    try:
-        from neurflow_graph.annotations import make_annotation
-        from neurflow_graph.store.annotations import write_annotations
-    except ImportError:  # TEMPORARY until B1's annotation layer lands
-        for layer, gid, key, value, source in annotations_of(c):
-            t = neuron_group_uid(uid, layer, gid)
-            store.write("MATCH (g:NeuronGroup {uid: $t}) CREATE (:Annotation {uid: $u, target: $t, key: $k, value: $v, "
-                        "source: $s, created_at: '2026'})-[:ANNOTATES]->(g)",
-                        {"t": t, "u": f"{t}|{key}|{source}", "k": key, "v": value, "s": source})
-        return
+    from neurflow_graph.annotations import make_annotation
+    from neurflow_graph.store.annotations import write_annotations
 
     write_annotations(store=store, annotations=[
         make_annotation(target=neuron_group_uid(uid, layer, gid), target_label="NeuronGroup", key=key, value=value,
@@ -576,19 +567,6 @@ def test_class_by_index_and_run_by_prefix(world):
     approx_rows(rows, oracle_class_circuit(world.old, old))
     with pytest.raises(UnknownNameError, match="explains class 'cat', not 'dog'"):
         run_query(store=world.store, name="class_circuit", params={"model": "synthnet", "class": "dog", "run": old})
-
-
-def test_a_run_prefix_matching_several_runs_lists_them(world):
-    from neurflow_graph.queries.names import resolve_run
-
-    uids = sorted(world.run_uid.values())
-    common = max((os.path.commonprefix([a, b]) for a in uids for b in uids if a != b), key=len)
-    assert common, "two of the world's runs should share a first digit"
-    pair = [u for u in uids if u.startswith(common)]
-    with pytest.raises(UnknownNameError, match=f"matches {len(pair)} runs") as e:
-        resolve_run(world.store, common)
-    assert all(u in str(e.value) for u in pair)
-    assert resolve_run(world.store, uids[0]) == uids[0]
 
 
 def test_bad_parameters_fail_before_the_store(world):

@@ -114,6 +114,14 @@ def resolve_class(store: GraphStore, model_uid: str, text: str, *, runs: list[di
     raise UnknownNameError(f"unknown class {text!r} for model {model_uid}: {suggest(text, names)}")
 
 
+def _resolve_any_class(store: GraphStore, text: str) -> str:
+    rows = _read(store, "MATCH (r:Run) WHERE r.status = 'complete' RETURN DISTINCT r.class_name AS name", {})
+    names = {r["name"] for r in rows}
+    if text in names:
+        return text
+    raise UnknownNameError(f"no complete run explains class {text!r}: {suggest(text, names)}")
+
+
 def _check_run(store: GraphStore, text: str, *, model_uid: str | None, class_name: str | None) -> str:
     uid = resolve_run(store, text)
     row = _read(store, "MATCH (r:Run {uid: $uid}) RETURN r.status AS status, r.model AS model, "
@@ -162,12 +170,20 @@ def check_params(store: GraphStore, params: Mapping[str, Any]) -> dict[str, Any]
     """
     out = dict(params)
     first_run: dict[str, Any] | None = None
+    model_layers: list[str] | None = None
     for model_key, class_key, run_key in _triples(params):
         if out.get(model_key) is None:
+            if class_key and params.get(class_key) is not None:  # a class of any model
+                out[class_key] = _resolve_any_class(store, str(params[class_key]))
             continue
         out[model_key] = resolve_model(store, str(params[model_key]))
         muid = out[model_key]
         if class_key is None or out.get(class_key) is None:
+            if run_key and params.get(run_key) is not None:
+                out[run_key] = _check_run(store, str(params[run_key]), model_uid=muid, class_name=None)
+            if model_layers is None:
+                model_layers = [r["name"] for r in _read(store, "MATCH (:Model {uid: $m})-[:HAS_LAYER]->(l:Layer) "
+                                                                "RETURN l.name AS name ORDER BY l.depth", {"m": muid})]
             continue
         runs = _runs_of(store, muid)
         out[class_key] = resolve_class(store, muid, str(params[class_key]), runs=runs)
@@ -178,6 +194,10 @@ def check_params(store: GraphStore, params: Mapping[str, Any]) -> dict[str, Any]
             first_run = selected
     if "model" not in params and "model_a" not in params and params.get("run") is not None:
         out["run"] = _check_run(store, str(params["run"]), model_uid=None, class_name=None)
+    if params.get("layer") is not None and first_run is None and model_layers is not None:
+        if params["layer"] not in model_layers:
+            raise UnknownNameError(f"model {out['model']} has no layer {params['layer']!r}: "
+                                   f"{suggest(params['layer'], model_layers)}")
     if params.get("layer") is not None and first_run is not None:
         layers = list(first_run.get("layers") or [])
         if params["layer"] not in layers:
