@@ -539,12 +539,19 @@ def encode_params(params: Mapping[str, Any] | None) -> str:
 # ---- results ----------------------------------------------------------------------------------
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, list):
+        return [x if isinstance(x, (str, int, float, bool)) or x is None else _plain(x) for x in v]
+    return _plain_graph_value(v)
+
+
+def _plain_graph_value(v: Any) -> Any:
+    # imported here, once per non-scalar value (not per list element): _plain runs for every cell
     from falkordb.edge import Edge
     from falkordb.node import Node
     from falkordb.path import Path as FPath
 
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
     if isinstance(v, list):
         return [_plain(x) for x in v]
     if isinstance(v, dict):  # OrderedDict included
