@@ -496,3 +496,26 @@ def test_labels_travel_with_the_run_directory(world: World, falkor_graph) -> Non
     here = {(a.target, a.key, json.dumps(a.value)) for a in world.annotations(source=SOURCE)}
     there = {(a.target, a.key, json.dumps(a.value)) for a in read_annotations(store=falkor_graph, source=SOURCE)}
     assert there == here and len(here) > 2 * len(world.groups())
+
+
+def test_a_request_failing_after_retries_is_reported_and_the_others_are_stored(world: World) -> None:
+    bad = world.groups()[0]
+    bad_sha = world.mosaic[bad]["sha256"]
+
+    def script(seen):
+        if seen.kind == "caption" and seen.images == [bad_sha]:
+            return ("status", 500)
+        return ("ok", default_answer(seen))
+
+    with world.server(script=script) as srv:
+        res = world.invoke(url=srv.url)
+        assert sum(s.kind == "caption" and s.images == [bad_sha] for s in srv.seen) == 2  # 1 try + 1 retry
+    assert res.exit_code == 2
+    total = len(world.groups()) + len(world.with_children())
+    lines = res.output.strip().splitlines()
+    assert f"failed: caption {bad[0]}/{bad[1]}: {srv.url} answered HTTP 500 after 1 retries: scripted 500" in lines
+    assert lines[-1] == (f"Error: 1 of {total} requests failed after retries (first: {srv.url} answered HTTP 500 "
+                         "after 1 retries: scripted 500); the answers received are stored, run the same command "
+                         "again to retry the rest")
+    assert world.value(neuron_group_uid(world.uid, *bad), "caption") is None
+    assert all(world.value(neuron_group_uid(world.uid, *k), "caption") for k in world.groups() if k != bad)

@@ -17,6 +17,7 @@ timeouts, 408, 409, 429 and 5xx with exponential backoff (0.5 s doubling up to 8
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,7 @@ class EndpointConfig:
 
 
 def _redact(text: str, secret: str | None) -> str:
-    text = " ".join(str(text).split())
+    text = re.sub(r"^Error code: \d+ - ", "", " ".join(str(text).split()))  # the status is said already
     if secret:
         text = text.replace(secret, "***")
     return text[:200] + ("..." if len(text) > 200 else "")
