@@ -114,3 +114,16 @@ def test_evaluation_prompt_names_the_caption_and_count() -> None:
     text = prompts.evaluation_prompt(caption="Red discs.", n=6)
     assert "Caption: Red discs." in text and "numbered 1 to 6" in text
     assert re.search(r"Matching images:", text)
+
+
+def test_ground_truth_agreement_is_lexical_at_word_starts() -> None:
+    from neurflow_graph.labels.evaluate import ground_truth_agreement, names_concept
+
+    assert names_concept("Yellow ovals with black stripes.", "texture:stripes") == ["stripe"]
+    assert names_concept("Striped yellow bodies", "texture:stripes") == ["stripe", "striped"]
+    assert names_concept("A covered red disc", "color:red") == ["red"]
+    assert names_concept("Scarlet, covered shapes", "color:red") == []  # "covered" holds "red" mid-word
+    assert names_concept("grey gravel", "background:gray") == ["grey"]
+    rows = ground_truth_agreement(concepts={("b1", 0): "shape:ellipse", ("b1", 1): "object:flower", ("b2", 0): "sky"},
+                                  texts={("b1", 0): "oval yellow body", ("b1", 1): "green grass"})
+    assert [(a.gid, a.agrees) for a in rows] == [(0, True), (1, False)]  # b2/0 has no label: left out
