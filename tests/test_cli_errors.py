@@ -7,7 +7,6 @@ Item 1 (Ctrl-C, a real SIGINT to real processes) is in test_cli_interrupt.py. Ex
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess
@@ -303,7 +302,9 @@ def test_out_refuses_a_finished_run_or_a_foreign_folder_without_force(colour, tm
     assert (out / "circuit.json").read_bytes() == before
     r = _extract(colour, out, "--force", cls="blue")
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "circuit.json").read_text())["class"]["name"] == "blue"
+    from neurflow_graph.circuit import load_circuit
+
+    assert load_circuit(out).class_.name == "blue"
 
     foreign = tmp_path / "photos"
     foreign.mkdir()

@@ -30,6 +30,7 @@ CHECKPOINT_FORMAT = 1
 CIRCUIT_NAME = "circuit.json"  # = neurflow_graph.circuit.CIRCUIT_FILE (not imported: rundir stays light)
 # What a run directory holds besides circuit.json and checkpoints/ (annotations, exemplar mosaics).
 RUN_DIR_ENTRIES = frozenset({CIRCUIT_NAME, CHECKPOINT_DIR, "annotations.jsonl", "exemplars"})
+CIRCUIT_ARRAYS_PREFIX = "circuit-"  # circuit.json's array files, circuit-<sha>.npz (circuit.ARRAYS_PREFIX)
 
 
 def fingerprint(*, model_name: str, layers: Sequence[str], weights: str, size: tuple[int, int],
@@ -151,7 +152,8 @@ def run_dir_state(run_dir: str | Path) -> RunDirState:
         return RunDirState(d, "finished", has_checkpoints=has_ckpt)
     if has_ckpt:
         return RunDirState(d, "unfinished", has_checkpoints=True)
-    others = tuple(e for e in entries if e not in RUN_DIR_ENTRIES)
+    others = tuple(e for e in entries if e not in RUN_DIR_ENTRIES
+                   and not (e.startswith(CIRCUIT_ARRAYS_PREFIX) and e.endswith(".npz")))
     if not others:
         return RunDirState(d, "new")
     return RunDirState(d, "foreign", foreign=others[:3] + (("...",) if len(others) > 3 else ()))

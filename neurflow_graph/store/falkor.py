@@ -629,6 +629,11 @@ class FalkorStore(GraphStore):
 
         if self._closed:
             raise StoreError(f"the store {self.display_url} is closed")
+        if getattr(self, "_absent", False):  # opened with create=False, graph not there yet
+            if read_only:
+                return []
+            raise StoreNotFoundError(f"{self.display_url} holds no graph yet, so there is nothing to change; "
+                                     f"ingest runs first (`neurflow-graph ingest RUN_DIR --store {self.display_url}`)")
         text = encode_params(params) + query
         try:
             result = self._graph.ro_query(text) if read_only else self._graph.query(text)
@@ -722,8 +727,12 @@ class FalkorStore(GraphStore):
 
     def _select_graph(self) -> None:
         self._graph = self._db.select_graph(self._graph_name)
-        if not self._create:  # a read: the graph must exist already, nothing is created
+        self._absent = False
+        if not self._create:  # a read: nothing is created
             graphs = sorted(str(g.decode() if isinstance(g, bytes) else g) for g in self._command("GRAPH.LIST"))
+            if self._graph_name not in graphs and self._graph_name == DEFAULT_GRAPH:
+                self._absent = True  # a store with nothing ingested yet (e.g. just `store start`ed): empty
+                return
             if self._graph_name not in graphs:
                 there = f"graphs there: {', '.join(graphs)}" if graphs else "it holds no graph"
                 raise StoreNotFoundError(f"no graph {self._graph_name!r} in embedded:{self._dir} ({there}); "
