@@ -233,3 +233,11 @@ def check_paths_limit(store: GraphStore, params: Mapping[str, Any]) -> None:
     if params.get("limit") is not None and params["limit"] > n:
         raise UnknownNameError(f"limit {params['limit']} is more than the {n} best paths stored per group of run "
                                f"{uid}; ask for at most {n}")
+
+
+def latest_run(store: GraphStore, model: str, class_name: str) -> str:
+    """The uid of the latest complete run of (``model``, ``class_name``), both checked (a class may be its index)."""
+    muid = resolve_model(store, model)
+    runs = _runs_of(store, muid)
+    name = resolve_class(store, muid, class_name, runs=runs)
+    return next(r["uid"] for r in runs if r["class_name"] == name and r["latest"])
