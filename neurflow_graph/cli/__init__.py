@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "neodash": "neodash",
     "label": "label",
     "debug": "debug",
+    "evaluate": "evaluate",
 }
 
 
