@@ -22,10 +22,18 @@ from neurflow_graph.cli.options import device_option, trust_pickle_option
 @device_option
 def command(model: str, weights: str | None, input_size: int | None, trust_pickle: bool, device: str | None) -> None:
     """List every named module of --model M (name, type, output shape on one dummy input)."""
-    from neurflow_graph.models.registry import layer_shapes, load_model
+    from neurflow_graph.models.registry import (
+        DEMO_NAME, LoadedModel, get_spec, layer_shapes, load_model, resolve_device,
+    )
 
-    loaded = load_model(name=model, weights=weights, input_size=input_size, device=device,
-                        trust_pickle=trust_pickle, require_layers=False)
+    if model.strip() == DEMO_NAME and weights is None:  # shapes need no weights: do not train the demo model
+        from neurflow_graph.models.demo import build_demo_cnn
+
+        loaded = LoadedModel(module=build_demo_cnn().eval().to(resolve_device(device)), spec=get_spec(DEMO_NAME),
+                             device=resolve_device(device), weights_sha256=None)
+    else:
+        loaded = load_model(name=model, weights=weights, input_size=input_size, device=device,
+                            trust_pickle=trust_pickle, require_layers=False)
     infos = layer_shapes(loaded, input_size=input_size)
     analysed = set(loaded.spec.layers)
     width = max((len(i.name) + 2 * i.depth for i in infos), default=4)
