@@ -319,3 +319,22 @@ def test_api_validates_parameters_like_the_cli(demo, server):
     import hashlib
 
     assert status == 200 and hashlib.sha256(png).hexdigest() == rows[0]["mosaic_sha256"]
+
+
+def test_serve_and_report_refuse_bad_input_in_one_line(demo, tmp_path):
+    import socket
+
+    from neurflow_graph.cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(cli, ["serve", "--store", f"embedded:{demo[2]}", "--port", str(port)])
+    assert res.exit_code == 2 and "cannot listen" in res.output and "Traceback" not in res.output
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    res = CliRunner().invoke(cli, ["report", "--store", f"embedded:{demo[2]}", "--out", str(afile)])
+    assert res.exit_code == 2 and "is a file" in res.output
+    res = CliRunner().invoke(cli, ["draw", "--store", f"embedded:{demo[2]}", "--run", "zzzz", "--out", str(tmp_path / "x.png")])
+    assert res.exit_code == 2 and "zzzz" in res.output and len(res.output.strip().splitlines()) == 1
