@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/store.py                 # embedded FalkorDB; Neo4j too when NEO4J_URI is set
     .venv/bin/python bench/store.py --classes 20    # a quicker look
+    .venv/bin/python bench/store.py --resnet50      # ResNet50-shaped circuits, 1 and 10 classes (bench/store_resnet50.py)
 
 Builds ``--classes`` synthetic class circuits of model ``synthnet`` (sized for ~10k relationships
 each, ~1M in all at 100 classes) plus the first class again in model ``othernet`` (for
@@ -35,7 +36,8 @@ from neurflow_graph.synthetic import synthetic_circuit  # noqa: E402
 # ~10k relationships per circuit: 4 layers, tau 8, k 34 exemplar patches per neuron
 CIRCUIT_KW = dict(layers=("fc", "block3", "block2", "block1"), widths=(1000, 512, 512, 256), tau=8, k=34,
                   n_images=24, max_semantic_groups=3, max_neuron_groups=8)
-GOAL_RELS_PER_S = 50_000
+GOAL_RELS_PER_S = 50_000        # embedded
+GOAL_RELS_PER_S_NEO4J = 30_000  # Neo4j server on the same machine (issue 7)
 GOAL_P95_MS = 200.0
 
 
@@ -107,9 +109,9 @@ def naive_ingest(store, batch: list) -> tuple[int, float]:
     return n_rels, time.perf_counter() - t0
 
 
-def latencies(store, n_classes: int, repeats: int) -> dict[str, tuple[float, float, int]]:
+def latencies(store, n_classes: int, repeats: int, params: dict | None = None) -> dict[str, tuple[float, float, int]]:
     out = {}
-    params = query_params(n_classes)
+    params = params or query_params(n_classes)
     for q in list_queries():
         p = params.get(q.name)
         if p is None:
@@ -151,7 +153,8 @@ def bench_backend(name: str, open_fn, args) -> None:
           f"{n_nodes:,} nodes, {total_rels:,} relationships in the store "
           f"({w1 + w2:,} relationship rows written)")
     print(f"ingest (batched UNWIND, real path): {t1 + t2:.1f} s, {rate:,.0f} relationship rows/s, "
-          f"{total_rels / (t1 + t2):,.0f} stored relationships/s  (goal >= {GOAL_RELS_PER_S:,})")
+          f"{total_rels / (t1 + t2):,.0f} stored relationships/s  "
+          f"(goal >= {GOAL_RELS_PER_S_NEO4J if name == 'Neo4j' else GOAL_RELS_PER_S:,})")
 
     naive_store = open_fn("neurflow_bench_naive")
     try:
@@ -188,7 +191,16 @@ def main() -> None:
                     help="all classes crop one image pool (worst case for compare_models' patch join)")
     ap.add_argument("--data-dir", default=None, help="embedded data directory (default: a temporary one)")
     ap.add_argument("--neo4j-wipe", action="store_true", help="clear the Neo4j database first if it is not empty")
+    ap.add_argument("--neo4j-heap", default="1g", help="heap of the local Neo4j started when NEO4J_URI is unset")
+    ap.add_argument("--neo4j-pagecache", default="512m", help="page cache of that local Neo4j")
+    ap.add_argument("--skip-embedded", action="store_true", help="measure Neo4j only")
+    # ResNet50-shaped case (bench/store_resnet50.py)
+    ap.add_argument("--resnet50", action="store_true", help="run the ResNet50-shaped case instead")
+    ap.add_argument("--r50-classes", type=int, default=10, help="ResNet50-shaped classes (with --resnet50)")
+    ap.add_argument("--cache-dir", default=None, help="where the ResNet50-shaped run directories are kept")
     args = ap.parse_args()
+    if args.resnet50:
+        return main_resnet50(args)
     if not 1 <= args.small <= args.classes:
         ap.error("need 1 <= --small <= --classes")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
@@ -205,16 +217,52 @@ def main() -> None:
                 s.delete_graph()
             return s
 
-        bench_backend("embedded FalkorDB", open_embedded, args)
+        if not args.skip_embedded:
+            bench_backend("embedded FalkorDB", open_embedded, args)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    local = None
     uri = os.environ.get("NEO4J_URI")
     if not uri:
-        print("\n== Neo4j: skipped (set NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD to include it) ==")
-        return
+        local, uri = start_local_neo4j(args)
+        if local is None:
+            return
+    try:
+        bench_neo4j(uri, args)
+    finally:
+        if local is not None:
+            local.stop()
+            shutil.rmtree(local.data_dir.parent, ignore_errors=True)
 
+
+def start_local_neo4j(args):
+    """No NEO4J_URI: a local Neo4j Community server (tools/neo4j-local) on a temporary directory, or (None, None)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "neo4j-local"))
+    import secrets
+
+    import neo4j_local
+
+    why = neo4j_local.missing_tools()
+    if why:
+        print(f"\n== Neo4j: skipped (NEO4J_URI is not set and {why}) ==")
+        return None, None
+    os.environ["NEO4J_PASSWORD"] = secrets.token_urlsafe(18)  # this process and the server only; never printed
+    os.environ.pop("NEO4J_USERNAME", None)
+    os.environ.pop("NEO4J_DATABASE", None)
+    local = neo4j_local.LocalNeo4j(Path(tempfile.mkdtemp(prefix="nfb-neo4j-")) / "db",
+                                   password=os.environ["NEO4J_PASSWORD"], heap=args.neo4j_heap,
+                                   pagecache=args.neo4j_pagecache)
+    t0 = time.perf_counter()
+    uri = local.start()
+    print(f"\nlocal Neo4j {local.version} (tools/neo4j-local): heap {args.neo4j_heap}, page cache "
+          f"{args.neo4j_pagecache}, started in {time.perf_counter() - t0:.1f} s at {uri}")
+    return local, uri
+
+
+def bench_neo4j(uri: str, args) -> None:
+    """The same measurements on the Neo4j database at ``uri`` (emptied first; see --neo4j-wipe)."""
     opened = []
 
     def open_neo4j(graph: str):
@@ -234,6 +282,48 @@ def main() -> None:
         bench_backend("Neo4j", open_neo4j, args)
     except _Skip:
         pass
+
+
+def main_resnet50(args) -> None:
+    """The ResNet50-shaped case on the embedded store, and on Neo4j when NEO4J_URI is set."""
+    from store_resnet50 import bench_resnet50
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="nfb-r50-")
+
+    def open_embedded(graph):
+        s = open_store(f"embedded:{data_dir}", database="neurflow_bench_r50")
+        if graph is not None and s.read("MATCH (n) RETURN count(n) AS c")[0]["c"]:
+            s.delete_graph()
+            s.close()
+            s = open_store(f"embedded:{data_dir}", database="neurflow_bench_r50")
+        return s
+
+    backends = [("embedded FalkorDB", ["--store", f"embedded:{data_dir}", "--database", "neurflow_bench_r50"],
+                 open_embedded)]
+    uri = os.environ.get("NEO4J_URI")
+    if uri:
+        def open_neo4j(graph):
+            s = open_store(uri, database=os.environ.get("NEO4J_DATABASE"))
+            if graph is not None:
+                if int(s.read("MATCH (n) RETURN count(n) AS c")[0]["c"]) and not args.neo4j_wipe:
+                    s.close()
+                    raise SystemExit("Neo4j holds data; pass --neo4j-wipe to clear it")
+                while s.write("MATCH (n) WITH n LIMIT 20000 DETACH DELETE n RETURN count(*) AS c")[0]["c"]:
+                    pass
+            return s
+        db = ["--database", os.environ["NEO4J_DATABASE"]] if os.environ.get("NEO4J_DATABASE") else []
+        backends.append(("Neo4j", ["--store", uri, *db], open_neo4j))
+    else:
+        print("(Neo4j: skipped; set NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD to include it)")
+    try:
+        bench_resnet50(args, backends=backends, latencies=lambda st, p, r: latencies(st, 0, r, params=p))
+    finally:
+        if args.data_dir is None:
+            from neurflow_graph.store.falkor import stop_server
+
+            stop_server(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

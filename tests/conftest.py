@@ -73,7 +73,7 @@ elif (NEO4J_SKIP_REASON := neo4j_local.missing_tools()) is None:
     os.environ.pop("NEO4J_DATABASE", None)
     _LOCAL = neo4j_local.LocalNeo4j(Path(_LOCAL_DIR) / "db", password=os.environ["NEO4J_PASSWORD"], port=_port,
                                     heap="512m", pagecache="128m", fast_start=True,
-                                    cds=not os.environ.get("CI"))
+                                    cds=not os.environ.get("CI"), auth_lock=False)
 else:
     NEO4J_SKIP_REASON = f"no Neo4j for the Neo4j tests: NEO4J_URI is not set and {NEO4J_SKIP_REASON}"
 NEO4J_URI = os.environ.get("NEO4J_URI")
@@ -85,9 +85,10 @@ def requires_neo4j(fn):
     return pytest.mark.neo4j(_skip_neo4j(fn))
 
 
+NEO4J_MARKS = [_skip_neo4j, pytest.mark.neo4j]  # ``pytestmark = NEO4J_MARKS`` for a Neo4j-only module
 BACKENDS = [
     pytest.param("falkordb", id="falkordb"),
-    pytest.param("neo4j", id="neo4j", marks=[_skip_neo4j, pytest.mark.neo4j]),
+    pytest.param("neo4j", id="neo4j", marks=NEO4J_MARKS),
 ]
 
 

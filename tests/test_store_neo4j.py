@@ -1,171 +1,245 @@
-"""The Neo4j backend's use of the driver, checked against a fake driver (no server needed):
-read/write transaction functions, an explicit database on every session, DDL, value conversion,
-and that the password never leaves the driver. Tests against a real server are the
-``store``-parametrised ones elsewhere (run with NEO4J_URI set)."""
+"""The Neo4j backend against a real Neo4j server (the session's local one, or the user's NEO4J_URI).
+
+Schema on the server, server-enforced read-only transactions (library and ``neurflow-graph cypher``),
+real failures (wrong password, a database that does not exist, the server SIGKILLed in the middle of
+an ingest and restarted on the same data directory, two ingests at once), value conversion of real
+nodes/relationships/paths/temporals, and that the password never appears in any message.
+No fake driver is left: a real server produces every case here.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import neo4j
 import pytest
-from neo4j.graph import Graph, Node, Path
+from click.testing import CliRunner
 
+from conftest import NEO4J_MARKS, clear_graph, graph_dump, local_neo4j
+from neurflow_graph.cli import cli
 from neurflow_graph.errors import QueryError, StoreConnectionError
 from neurflow_graph.store import neo4j_store
+from neurflow_graph.store.ingest import ingest_circuit
+from neurflow_graph.store.runs import list_runs
 from neurflow_graph.store.schema import INDEXED, LABELS
 from neurflow_graph.store.url import open_store
+from neurflow_graph.synthetic import synthetic_circuit
 
-SECRET = "Sup3r-s3cret!"
-
-
-class FakeResult:
-    def __init__(self, rows):
-        self._rows = rows
-
-    def keys(self):
-        return list(self._rows[0]) if self._rows else []
-
-    def __iter__(self):
-        return iter([FakeRecord(r) for r in self._rows])
+pytestmark = NEO4J_MARKS
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "Sup3r-s3cret!-not-the-password"
 
 
-class FakeRecord:
-    def __init__(self, row):
-        self._row = row
-
-    def values(self):
-        return list(self._row.values())
+def _uri() -> str:
+    return os.environ["NEO4J_URI"]
 
 
-class FakeSession:
-    def __init__(self, driver, **config):
-        self.driver, self.config = driver, config
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def _tx(self, kind, fn, *args, **kwargs):
-        driver = self.driver
-        test = self
-
-        class Tx:
-            def run(self, query, params=None):
-                driver.calls.append((kind, test.config.get("database"), test.config.get("default_access_mode"),
-                                     query, dict(params or {})))
-                if driver.fail_with is not None:
-                    raise driver.fail_with
-                return FakeResult(driver.answers.pop(0) if driver.answers else [])
-
-        return fn(Tx(), *args, **kwargs)
-
-    def execute_read(self, fn, *args, **kwargs):
-        return self._tx("read", fn, *args, **kwargs)
-
-    def execute_write(self, fn, *args, **kwargs):
-        return self._tx("write", fn, *args, **kwargs)
-
-    def run(self, *a, **k):  # auto-commit transactions must not be used
-        raise AssertionError("session.run used instead of a transaction function")
-
-
-class FakeDriver:
-    def __init__(self, uri, auth=None, **config):
-        self.uri, self.auth, self.config = uri, auth, config
-        self.calls, self.answers, self.fail_with, self.closed = [], [], None, False
-
-    def verify_connectivity(self):
-        return None
-
-    def session(self, **config):
-        return FakeSession(self, **config)
-
-    def close(self):
-        self.closed = True
+def _db_args() -> list[str]:
+    return ["--database", os.environ["NEO4J_DATABASE"]] if os.environ.get("NEO4J_DATABASE") else []
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    made = []
-
-    def driver(uri, auth=None, **config):
-        d = FakeDriver(uri, auth, **config)
-        made.append(d)
-        return d
-
-    monkeypatch.setattr(neo4j.GraphDatabase, "driver", driver)
-    return made
-
-
-def test_reads_and_writes_use_transaction_functions_on_the_named_database(fake):
-    s = open_store("neo4j+s://me:" + SECRET + "@db.example:7687", database="circuits")
-    d = fake[0]
-    assert d.uri == "neo4j+s://db.example:7687" and d.auth == ("me", SECRET)
-    d.answers = [[{"x": 1}]]
-    assert s.read("MATCH (n) WHERE n.a = $a RETURN 1 AS x", {"a": "v"}) == [{"x": 1}]
-    s.write("UNWIND $rows AS row MERGE (n:Neuron {uid: row.uid})", {"rows": [{"uid": "u"}]})
-    kinds = [(k, db, mode) for k, db, mode, _, _ in d.calls]
-    assert kinds == [("read", "circuits", neo4j.READ_ACCESS), ("read", "circuits", neo4j.READ_ACCESS),
-                     ("write", "circuits", neo4j.WRITE_ACCESS)]
-    assert d.calls[1][4] == {"a": "v"}
-    assert SECRET not in repr(s) and SECRET not in s.display_url
-    s.close()
-    assert d.closed
-
-
-def test_default_database_is_explicit(fake):
-    s = open_store("bolt://h:7687", password=SECRET)
-    s.read("RETURN 1 AS x")
-    assert {db for _, db, _, _, _ in fake[0].calls} == {"neo4j"}
-    assert fake[0].auth == ("neo4j", SECRET)
-
-
-def test_setup_creates_constraints_and_indexes_idempotently(fake):
-    s = open_store("neo4j://h:7687")
+def n4j(neo4j_server):
+    """An emptied, set-up Neo4j store (this project's labels deleted before and after)."""
+    s = open_store(neo4j_server, database=os.environ.get("NEO4J_DATABASE"))
+    clear_graph(s)
     s.setup()
-    ddl = [q for k, _, _, q, _ in fake[0].calls if k == "write"]
+    try:
+        yield s
+    finally:
+        try:
+            clear_graph(s)
+        finally:
+            s.close()
+
+
+def small(index: int, name: str, **kw):
+    return synthetic_circuit(class_index=index, class_name=name, widths=(10, 24, 24, 16), **kw)
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    return result.output
+
+
+# ---- schema --------------------------------------------------------------------------------------
+
+def test_setup_creates_the_declared_schema_on_the_server_idempotently(n4j):
+    def catalogue():
+        cons = {(r["labelsOrTypes"][0], tuple(r["properties"]), r["type"]) for r in n4j.read(
+            "SHOW CONSTRAINTS YIELD labelsOrTypes, properties, type RETURN labelsOrTypes, properties, type")}
+        idx = {(r["labelsOrTypes"][0], tuple(r["properties"])) for r in n4j.read(
+            "SHOW INDEXES YIELD labelsOrTypes, properties, type, state WHERE type = 'RANGE' AND state = 'ONLINE' "
+            "RETURN labelsOrTypes, properties")}
+        return cons, idx
+
+    cons, idx = catalogue()
     for label in LABELS:
-        assert f"CREATE CONSTRAINT neurflow_{label}_uid IF NOT EXISTS FOR (n:{label}) REQUIRE n.uid IS UNIQUE" in ddl
-        for prop in INDEXED[label]:
-            assert f"CREATE INDEX neurflow_{label}_{prop} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})" in ddl
-    assert all("IF NOT EXISTS" in q for q in ddl if q.startswith("CREATE"))
-    assert ddl[-1].startswith("CALL db.awaitIndexes")
+        assert (label, ("uid",), "UNIQUENESS") in cons, label
+        for prop in INDEXED.get(label, ()):
+            assert (label, (prop,)) in idx, (label, prop)
+    with open_store(_uri(), database=os.environ.get("NEO4J_DATABASE")) as again:
+        again.setup()  # IF NOT EXISTS: a second setup changes nothing and does not fail
+    assert catalogue() == (cons, idx)
+    n4j.write("CREATE (:Neuron {uid: 'dup'})")
+    with pytest.raises(QueryError, match="already exists"):
+        n4j.write("CREATE (:Neuron {uid: 'dup'})")  # the server enforces the uniqueness constraint
+    assert n4j.read("MATCH (n:Neuron {uid: 'dup'}) RETURN count(n) AS c") == [{"c": 1}]
 
 
-def test_server_errors_are_query_errors_without_the_password(fake):
-    s = open_store("neo4j://h:7687", password=SECRET)
-    err = neo4j.exceptions.CypherSyntaxError._hydrate_neo4j(
-        code="Neo.ClientError.Statement.SyntaxError", message=f"bad input near '{SECRET}'")
-    fake[0].fail_with = err
-    with pytest.raises(QueryError) as info:
-        s.read("RETURN")
-    assert SECRET not in str(info.value) and "***" in str(info.value)
-    assert info.value.__cause__ is None  # the driver error quoted the password: not chained
+# ---- read-only is enforced by the server -----------------------------------------------------------
+
+def test_reads_run_in_read_transactions_that_the_server_enforces(n4j):
+    # CALL db.createLabel writes (a token) without any writing clause: only the server can refuse it
+    with pytest.raises(QueryError, match="read access mode"):
+        n4j.read("CALL db.createLabel('NeurflowProbeLabel')")
+    with pytest.raises(QueryError, match="read access mode"):
+        n4j.read("CREATE (:Probe {uid: 'r'})")
+    assert n4j.read("MATCH (p:Probe) RETURN count(p) AS c") == [{"c": 0}]
+    n4j.write("CREATE (:Probe {uid: 'w'})")
+    assert n4j.read("MATCH (p:Probe) RETURN p.uid AS uid") == [{"uid": "w"}]
 
 
-def test_auth_failure_at_open(fake, monkeypatch):
-    def refuse(self):
-        raise neo4j.exceptions.AuthError._hydrate_neo4j(code="Neo.ClientError.Security.Unauthorized",
-                                                        message="The client is unauthorized")
+def test_cli_cypher_without_write_is_refused_by_the_server(n4j, monkeypatch):
+    store = ["--store", _uri(), *_db_args()]
+    # a write the client-side clause check cannot see: the server's read transaction refuses it
+    r = CliRunner().invoke(cli, ["cypher", "CALL db.createLabel($name)", "-p", "name=NeurflowProbe2", *store])
+    assert "read-only" in _one_line_error(r) and "--write" in r.output
+    # and with the client-side check switched off, an ordinary CREATE meets the same server refusal
+    from neurflow_graph.queries import adhoc
 
-    monkeypatch.setattr(FakeDriver, "verify_connectivity", refuse)
+    monkeypatch.setattr(adhoc, "write_clauses", lambda text: [])
+    r = CliRunner().invoke(cli, ["cypher", "CREATE (:Probe {uid: $u})", "-p", "u=x", *store])
+    assert "read-only" in _one_line_error(r)
+    assert n4j.read("MATCH (p:Probe) RETURN count(p) AS c") == [{"c": 0}]
+    monkeypatch.undo()
+    r = CliRunner().invoke(cli, ["cypher", "CREATE (:Probe {uid: $u}) RETURN 1 AS ok", "-p", "u=x", "--write",
+                                 "--format", "json", *store])
+    assert r.exit_code == 0, r.output
+    assert n4j.read("MATCH (p:Probe) RETURN p.uid AS uid") == [{"uid": "x"}]
+
+
+# ---- real failures: one line, exit 2, no password ----------------------------------------------------
+
+def test_wrong_password_is_a_real_auth_error(neo4j_server, monkeypatch):
     with pytest.raises(StoreConnectionError, match="refused the credentials") as info:
-        open_store("neo4j://h:7687", username="bob", password=SECRET)
-    assert SECRET not in str(info.value) and fake[0].closed
+        open_store(neo4j_server, password=SECRET)
+    causes = []
+    e: BaseException | None = info.value
+    while e is not None:
+        causes.append(e)
+        e = e.__cause__
+    assert any(isinstance(c, neo4j.exceptions.AuthError) for c in causes)  # the server said no, not the client
+    assert all(SECRET not in str(c) for c in causes)
+    monkeypatch.setenv("NEO4J_PASSWORD", SECRET)
+    r = CliRunner().invoke(cli, ["runs", "--store", neo4j_server, *_db_args()])
+    assert "credentials" in _one_line_error(r) and SECRET not in r.output
 
 
-def test_values_become_plain_python():
-    g = Graph()
-    a = Node(g, "a", 1, ["Neuron"], {"uid": "n1", "index": 3})
-    b = Node(g, "b", 2, ["SemanticGroup"], {"uid": "s1"})
-    rel_type = g.relationship_type("CONTRIBUTES")
-    r = rel_type(g, "r", 3, {"weight": 0.5})
-    r._start_node, r._end_node = a, b
-    p = Path(a, r)
-    plain = neo4j_store._plain
-    assert plain(a) == {"_labels": ["Neuron"], "uid": "n1", "index": 3}
-    assert plain(r) == {"_type": "CONTRIBUTES", "weight": 0.5}
-    assert plain(p) == {"nodes": [plain(a), plain(b)], "relationships": [plain(r)]}
-    assert plain({"l": [a, 1, None]}) == {"l": [plain(a), 1, None]}
-    assert plain(neo4j.time.DateTime(2026, 1, 2, 3, 4, 5)).isoformat() == "2026-01-02T03:04:05"
+def test_a_database_that_does_not_exist(neo4j_server):
+    with pytest.raises(StoreConnectionError, match="database 'no_such_db' does not exist"):
+        open_store(neo4j_server, database="no_such_db")
+    r = CliRunner().invoke(cli, ["runs", "--store", neo4j_server, "--database", "no_such_db"])
+    assert "no_such_db" in _one_line_error(r) and "does not exist" in r.output
+    assert os.environ["NEO4J_PASSWORD"] not in r.output
+
+
+def test_server_errors_are_scrubbed_of_the_password(n4j):
+    password = os.environ["NEO4J_PASSWORD"]
+    with pytest.raises(QueryError) as info:
+        n4j.read(f"RETURN '{password}' +")  # Neo4j quotes the query text back in its syntax error
+    assert password not in str(info.value) and "***" in str(info.value)
+    assert info.value.__cause__ is None  # the driver's error quoted the password: not chained
+    assert password not in repr(n4j) and password not in n4j.display_url
+
+
+# ---- values ----------------------------------------------------------------------------------------
+
+def test_real_nodes_relationships_paths_and_temporals_become_plain_python(n4j):
+    rows = n4j.write(
+        "CREATE p = (a:Probe {uid: 'a', index: 3})-[r:PROBE_REL {weight: 0.5}]->(b:Probe:Extra {uid: 'b'}) "
+        "RETURN a, r, p, [a, 1, null] AS l, {k: b} AS m, datetime('2026-01-02T03:04:05Z') AS t, "
+        "date('2026-01-02') AS d, [1.5, 2.0] AS floats")
+    (row,) = rows
+    a = {"_labels": ["Probe"], "uid": "a", "index": 3}
+    b = {"_labels": ["Extra", "Probe"], "uid": "b"}
+    r = {"_type": "PROBE_REL", "weight": 0.5}
+    assert row["a"] == a and row["r"] == r
+    assert row["p"] == {"nodes": [a, b], "relationships": [r]}
+    assert row["l"] == [a, 1, None] and row["m"] == {"k": b}
+    assert row["t"].isoformat() == "2026-01-02T03:04:05+00:00" and row["d"].isoformat() == "2026-01-02"
+    assert row["floats"] == [1.5, 2.0] and all(type(x) is float for x in row["floats"])
+    assert type(row["a"]["index"]) is int
+
+
+# ---- the server killed mid-ingest, restarted on the same data directory ----------------------------------
+
+def _kills_server_at(local, n):
+    """A Neo4jStore.write that SIGKILLs the server's JVM just before the ``n``-th write."""
+    orig = neo4j_store.Neo4jStore.write
+    left = [n]
+
+    def write(store, query, params=None):
+        left[0] -= 1
+        if left[0] == 0:
+            local.kill()
+        return orig(store, query, params)
+
+    return write
+
+
+@pytest.mark.parametrize("kill_at", [9])
+def test_server_killed_mid_ingest_then_restarted_and_reingested(n4j, tmp_path, monkeypatch, kill_at):
+    local = local_neo4j()
+    if local is None:
+        pytest.skip("kills the server: needs the session's local Neo4j (NEO4J_URI names the user's own server)")
+    a, b = small(0, "cat"), small(1, "dog")
+    b.save(tmp_path / "dog")
+    ingest_circuit(store=n4j, circuit=a)
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "dog"), "--store", _uri(), *_db_args()])
+    assert r.exit_code == 0, r.output
+    expected = graph_dump(n4j)  # the clean reference, on this very server, by the same paths
+    clear_graph(n4j)
+    ingest_circuit(store=n4j, circuit=a)  # complete before the crash
+
+    monkeypatch.setattr(neo4j_store.Neo4jStore, "max_transaction_retry_time", 1.0)
+    monkeypatch.setattr(neo4j_store.Neo4jStore, "write", _kills_server_at(local, kill_at))
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "dog"), "--store", _uri(), *_db_args()])
+    assert "Neo4j" in _one_line_error(r) and os.environ["NEO4J_PASSWORD"] not in r.output
+    assert local.proc is None  # it really died
+    monkeypatch.undo()
+
+    local.start()  # same data directory, same port: Neo4j recovers from its transaction log
+    with open_store(_uri(), database=os.environ.get("NEO4J_DATABASE")) as s:
+        runs = {x.class_name: x.status for x in list_runs(store=s)}
+        assert runs.get("cat") == "complete" and runs.get("dog") != "complete"
+        r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "dog"), "--store", _uri(), *_db_args()])
+        assert r.exit_code == 0, r.output
+        assert graph_dump(s) == expected  # nothing duplicated, nothing missing
+        assert sorted(x.status for x in list_runs(store=s)) == ["complete", "complete"]
+
+
+# ---- two processes at once ----------------------------------------------------------------------------
+
+def test_two_concurrent_ingests_of_different_runs_both_complete(n4j, tmp_path):
+    circuits = [synthetic_circuit(class_index=i, class_name=n, widths=(10, 64, 64, 48), tau=8, k=16)
+                for i, n in enumerate(["cat", "dog"])]
+    for c in circuits:
+        c.save(tmp_path / c.class_.name)
+        r = CliRunner().invoke(cli, ["ingest", str(tmp_path / c.class_.name), "--store", _uri(), *_db_args()])
+        assert r.exit_code == 0, r.output
+    expected = graph_dump(n4j)  # the same ingests one after the other
+    clear_graph(n4j)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # credentials travel in the environment, never in argv
+    code = "import sys; from neurflow_graph.cli import main; main(sys.argv[1:])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, "ingest", str(tmp_path / c.class_.name),
+                               "--store", _uri(), *_db_args()], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in circuits]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted(r.status for r in list_runs(store=n4j)) == ["complete", "complete"]
+    assert graph_dump(n4j) == expected

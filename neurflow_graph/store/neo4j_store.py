@@ -56,6 +56,9 @@ class Neo4jStore(GraphStore):
     """A Neo4j database reached with the official driver (``neo4j://``, ``neo4j+s://``, ``bolt://``...)."""
 
     backend = "neo4j"
+    #: seconds the driver keeps retrying a transaction after a transient failure (deadlock, lost
+    #: server, leader switch) before giving up; tests that kill the server lower it
+    max_transaction_retry_time = 30.0
 
     def __init__(self, uri: str, *, database: str | None = None, username: str | None = None,
                  password: str | None = None, connection_timeout: float = 10.0) -> None:
@@ -72,7 +75,7 @@ class Neo4jStore(GraphStore):
             self._driver = neo4j.GraphDatabase.driver(
                 uri, auth=auth, connection_timeout=connection_timeout,
                 connection_acquisition_timeout=max(connection_timeout, 1.0) * 2,
-                max_transaction_retry_time=30.0, user_agent="neurflow-graph")
+                max_transaction_retry_time=self.max_transaction_retry_time, user_agent="neurflow-graph")
             self._driver.verify_connectivity()
             with self._driver.session(database=self._database, default_access_mode=neo4j.READ_ACCESS) as session:
                 session.execute_read(_rows, "RETURN 1 AS ok", {})
@@ -111,7 +114,9 @@ class Neo4jStore(GraphStore):
         return f"{self._uri}{db}"
 
     def _scrub(self, e: BaseException) -> str:
-        msg = " ".join(str(e).split()) or type(e).__name__
+        # a server error's own message; str() of driver 6 errors appends GQL status blocks
+        text = getattr(e, "message", None) if isinstance(getattr(e, "message", None), str) else None
+        msg = " ".join((text or str(e)).split()) or type(e).__name__
         if self._secret:
             msg = msg.replace(self._secret, "***")
         return msg

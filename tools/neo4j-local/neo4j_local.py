@@ -79,7 +79,7 @@ def build(*, quiet: bool = True) -> None:
 
 def java_command(*, data_dir: str | os.PathLike[str], port: int = 0, heap: str = "512m",
                  pagecache: str = "128m", fast_start: bool = False, ignore_stdin: bool = False,
-                 cds: bool = True) -> list[str]:
+                 cds: bool = True, auth_lock: bool = True) -> list[str]:
     """The launcher's command line (no secrets in it). ``fast_start``: C1 JIT only (quicker
     start, slower long runs; for tests). ``cds``: use the class-data archive, or write it at
     exit when there is none yet (that costs tens of seconds once; CI skips it)."""
@@ -89,16 +89,17 @@ def java_command(*, data_dir: str | os.PathLike[str], port: int = 0, heap: str =
     return ["java", f"-Xms{heap}", f"-Xmx{heap}", *JVM_FLAGS, *share, "-Xlog:cds=off", "-Xlog:cds+dynamic=off",
             *(["-XX:TieredStopAtLevel=1"] if fast_start else []), "-cp", cp, MAIN_CLASS,
             "--data", str(data_dir), "--port", str(port), "--pagecache", pagecache,
-            *(["--ignore-stdin"] if ignore_stdin else [])]
+            *(["--ignore-stdin"] if ignore_stdin else []), *([] if auth_lock else ["--no-auth-lock"])]
 
 
 class LocalNeo4j:
     """One launcher process on ``data_dir``; ``start()`` returns its ``bolt://`` URI."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, password: str, port: int = 0, heap: str = "512m",
-                 pagecache: str = "128m", fast_start: bool = False, cds: bool = True) -> None:
+                 pagecache: str = "128m", fast_start: bool = False, cds: bool = True,
+                 auth_lock: bool = True) -> None:
         self.data_dir = Path(data_dir)
-        self.cds = cds
+        self.cds, self.auth_lock = cds, auth_lock
         self._password = password
         self.port, self.heap, self.pagecache, self.fast_start = port, heap, pagecache, fast_start
         self.proc: subprocess.Popen | None = None
@@ -112,7 +113,7 @@ class LocalNeo4j:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "NEO4J_PASSWORD": self._password}
         cmd = java_command(data_dir=self.data_dir, port=self.port, heap=self.heap, pagecache=self.pagecache,
-                           fast_start=self.fast_start, cds=self.cds)
+                           fast_start=self.fast_start, cds=self.cds, auth_lock=self.auth_lock)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                                      start_new_session=True)  # a Ctrl-C in the terminal reaches pytest, not the JVM

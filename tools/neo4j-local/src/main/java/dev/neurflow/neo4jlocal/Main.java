@@ -38,7 +38,8 @@ import org.neo4j.kernel.internal.Version;
  * connections it prints one line on stdout,
  * {@code {"neo4j_local":"ready","uri":"bolt://127.0.0.1:PORT","version":"5.26.x","database":"neo4j"}},
  * and nothing secret, ever. It stops cleanly on SIGTERM, SIGINT or when stdin closes (unless
- * {@code --ignore-stdin}). Failures are one line on stderr starting with {@code neo4j-local:} and
+ * {@code --ignore-stdin}). {@code --no-auth-lock} turns off the lock-out after 3 wrong passwords
+ * (for test suites that try wrong passwords on purpose). Failures are one line on stderr starting with {@code neo4j-local:} and
  * a non-zero exit: 2 bad arguments or environment, 3 port taken, 4 data directory unusable,
  * 1 anything else (details in DIR/logs/debug.log).
  */
@@ -50,7 +51,7 @@ public final class Main {
 
     private static final String USAGE =
             "usage: NEO4J_PASSWORD=... neo4j-local --data DIR [--port N (0 = a free one; default 0)] "
-                    + "[--pagecache SIZE (default 128m)] [--ignore-stdin]";
+                    + "[--pagecache SIZE (default 128m)] [--ignore-stdin] [--no-auth-lock]";
 
     private Main() {}
 
@@ -82,6 +83,7 @@ public final class Main {
         int port = 0;
         long pagecache = 128L << 20;
         boolean watchStdin = true;
+        boolean authLock = true;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             switch (a) {
@@ -89,6 +91,7 @@ public final class Main {
                 case "--port" -> port = parsePort(value(args, ++i, a));
                 case "--pagecache" -> pagecache = parseSize(value(args, ++i, a));
                 case "--ignore-stdin" -> watchStdin = false;
+                case "--no-auth-lock" -> authLock = false;
                 case "-h", "--help" -> {
                     out.println(USAGE);
                     return;
@@ -105,7 +108,7 @@ public final class Main {
         }
         checkDataDir(data);
 
-        DatabaseManagementService dbms = start(data, port, pagecache);
+        DatabaseManagementService dbms = start(data, port, pagecache, authLock);
         CountDownLatch stopped = new CountDownLatch(1);
         Thread hook = new Thread(() -> {
             try {
@@ -148,7 +151,8 @@ public final class Main {
         stopped.await();  // SIGTERM/SIGINT or stdin EOF -> System.exit -> hook -> here (never returns normally)
     }
 
-    private static DatabaseManagementService start(Path data, int port, long pagecache) throws Failure {
+    private static DatabaseManagementService start(Path data, int port, long pagecache, boolean authLock)
+            throws Failure {
         try {
             return new DatabaseManagementServiceBuilder(data)
                     .setConfig(BoltConnector.enabled, true)
@@ -156,6 +160,8 @@ public final class Main {
                     .setConfig(HttpConnector.enabled, false)
                     .setConfig(HttpsConnector.enabled, false)
                     .setConfig(GraphDatabaseSettings.auth_enabled, true)
+                    // tests try wrong passwords on purpose; Neo4j would then lock the user out for 5 s
+                    .setConfig(GraphDatabaseSettings.auth_max_failed_attempts, authLock ? 3 : 0)
                     .setConfig(GraphDatabaseSettings.pagecache_memory, pagecache)
                     .setConfig(GraphDatabaseSettings.pagecache_warmup_enabled, false)
                     .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
