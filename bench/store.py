@@ -299,8 +299,11 @@ def main_resnet50(args) -> None:
             s = open_store(f"embedded:{data_dir}", database="neurflow_bench_r50")
         return s
 
+    from neurflow_graph.store.falkor import start_server
+
+    server = start_server(data_dir, keep=True)  # one server for the whole case: its CPU time is measured
     backends = [("embedded FalkorDB", ["--store", f"embedded:{data_dir}", "--database", "neurflow_bench_r50"],
-                 open_embedded)]
+                 open_embedded, server.pid)]
     uri = os.environ.get("NEO4J_URI")
     if uri:
         def open_neo4j(graph):
@@ -313,7 +316,7 @@ def main_resnet50(args) -> None:
                     pass
             return s
         db = ["--database", os.environ["NEO4J_DATABASE"]] if os.environ.get("NEO4J_DATABASE") else []
-        backends.append(("Neo4j", ["--store", uri, *db], open_neo4j))
+        backends.append(("Neo4j", ["--store", uri, *db], open_neo4j, None))
     else:
         print("(Neo4j: skipped; set NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD to include it)")
     try:
