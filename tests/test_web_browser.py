@@ -180,6 +180,11 @@ def test_clicking_a_group_shows_its_exemplars_and_concept(demo, server, browser)
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(
         "const i = document.querySelector('#group-panel img.exemplars'); return i && i.complete && i.naturalWidth > 0;"))
     assert browser.find_element(By.ID, "panel-concept").text == target["concept"]
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(
+        "return document.getElementById('panel-members').dataset.count !== undefined"))
+    members = browser.find_element(By.ID, "panel-members")
+    assert int(members.get_attribute("data-count")) == target["n_members"] == len(target["members"])
+    assert all(f"{i}/{j}" in members.text for i, j in target["members"][:10])
     purity = browser.find_element(By.ID, "panel-purity").text
     assert purity == "—" if target["purity"] is None else abs(float(purity) - target["purity"]) < 1e-3
     # every drawn group shows its mosaic

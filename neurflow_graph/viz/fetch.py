@@ -32,12 +32,10 @@ def resolve_run(store: Any, text: str) -> str:
 
 
 def circuit_graph(store: Any, run: str) -> CircuitGraph:
-    """The class circuit of ``run`` (a full uid) from ``circuit_groups`` and ``class_circuit``."""
+    """The class circuit of ``run`` (a full uid) from the library query ``circuit_groups``."""
     from neurflow_graph.queries.library import run_query
 
-    groups = run_query(store=store, name="circuit_groups", params={"run": run})
-    if not groups:
+    rows = run_query(store=store, name="circuit_groups", params={"run": run})
+    if not rows:
         raise InputError(f"run {run} has no neuron groups in the store (is it complete? see `neurflow-graph runs`)")
-    rows = run_query(store=store, name="class_circuit",
-                     params={"model": groups[0]["model"], "class": groups[0]["class_name"], "run": run})
-    return from_rows(groups=groups, circuit=rows)
+    return from_rows(rows)

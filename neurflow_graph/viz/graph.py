@@ -1,8 +1,7 @@
 """A class circuit as plain data for pictures: neuron groups (nodes) and FEEDS weights (edges).
 
-Built from the rows of two library queries, ``class_circuit`` (one row per group: members, label,
-concept, purity, weighted parent groups) and ``circuit_groups`` (each group's mosaic reference), so a
-drawing shows exactly what the store holds. :func:`prune` keeps edges by ``|weight|`` and top-N per parent, then the groups
+Built from the rows of the library query ``circuit_groups`` (one row per group: label, concept,
+purity, size, weighted parent groups, mosaic reference), so a drawing shows exactly what the store holds. :func:`prune` keeps edges by ``|weight|`` and top-N per parent, then the groups
 that still reach the logit group.
 """
 
@@ -23,7 +22,7 @@ class GroupNode:
     label: str | None = None
     concept: str | None = None
     purity: float | None = None
-    members: tuple[tuple[int, int], ...] = ()
+    n_members: int = 0
     mosaic: str | None = None
     mosaic_sha256: str | None = None
 
@@ -67,22 +66,19 @@ def parse_parent(text: str) -> NodeKey:
     return layer, int(gid)
 
 
-def from_rows(*, groups: Sequence[Mapping[str, Any]], circuit: Sequence[Mapping[str, Any]]) -> CircuitGraph:
-    """The graph of one run from its ``circuit_groups`` rows (mosaics, model, class) and its
-    ``class_circuit`` rows (one per group: members, label, concept, purity, parents and weights)."""
-    if not groups or not circuit:
+def from_rows(rows: Sequence[Mapping[str, Any]]) -> CircuitGraph:
+    """The graph of one run from its ``circuit_groups`` rows (one per group: label, concept, purity,
+    size, parents and weights, mosaic)."""
+    if not rows:
         raise ValueError("no groups: the run holds no neuron group")
-    first = groups[0]
-    mosaic = {(r["layer"], int(r["group_id"])): (r.get("mosaic"), r.get("mosaic_sha256")) for r in groups}
+    first = rows[0]
     nodes: dict[NodeKey, GroupNode] = {}
     edges: list[GroupEdge] = []
-    for r in circuit:
+    for r in rows:
         key = (r["layer"], int(r["group_id"]))
-        m, sha = mosaic.get(key, (None, None))
         nodes[key] = GroupNode(layer=r["layer"], depth=int(r["depth"]), gid=int(r["group_id"]), label=r.get("label"),
-                               concept=r.get("concept"), purity=r.get("purity"),
-                               members=tuple((int(a), int(b)) for a, b in (r.get("members") or [])),
-                               mosaic=m, mosaic_sha256=sha)
+                               concept=r.get("concept"), purity=r.get("purity"), n_members=int(r.get("n_members") or 0),
+                               mosaic=r.get("mosaic"), mosaic_sha256=r.get("mosaic_sha256"))
         for parent, w in zip(r.get("parents") or [], r.get("weights") or []):
             edges.append(GroupEdge(child=key, parent=parse_parent(parent), weight=float(w)))
     layers = [layer for layer, _ in sorted({(n.layer, n.depth) for n in nodes.values()}, key=lambda t: t[1])]

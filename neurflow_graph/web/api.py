@@ -64,7 +64,7 @@ class DashboardApi:
             raise ApiError(400, str(e)) from e
         except NeurflowError as e:
             raise ApiError(400, str(e)) from e
-        if name == "circuit_groups":
+        if name in ("circuit_groups", "group_members"):
             for r in rows:
                 if r.get("mosaic_sha256") and r.get("mosaic"):
                     self._mosaics[r["mosaic_sha256"]] = r["mosaic"]

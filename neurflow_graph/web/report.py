@@ -42,9 +42,9 @@ def collect(api: DashboardApi) -> tuple[dict[str, Any], dict[str, str]]:
     runs: dict[str, dict[str, Any]] = {}
     for r in summary:
         runs.setdefault(r["run"], r)
-    for run, r in runs.items():
-        put("circuit_groups", {"run": run})
-        put("class_circuit", {"model": r["model_uid"], "class": r["class_name"], "run": run})
+    for run in runs:
+        for g in put("circuit_groups", {"run": run})["rows"]:
+            put("group_members", {"run": run, "layer": g["layer"], "group": g["group_id"]})
         data["layouts"][run] = api.layout({"run": run})
     models: dict[str, list[str]] = {}
     for r in runs.values():

@@ -155,20 +155,15 @@ async function pageCircuit(main, params) {
     main.append(el("p", {}, "No run chosen: pick one on the ", el("a", { href: "#/" }, "runs page"), "."));
     return;
   }
-  const groupsRes = await query("circuit_groups", { run: params.run });
+  const [groupsRes, lay] = await Promise.all([query("circuit_groups", { run: params.run }), layoutOf(params.run)]);
   const first = groupsRes.rows[0];
   if (!first) throw new Error("run " + params.run + " holds no neuron groups");
   const run = first.run;
-  const [circ, lay] = await Promise.all([
-    query("class_circuit", { model: first.model, class: first.class_name, run }),
-    layoutOf(run),
-  ]);
-  const sha = new Map(groupsRes.rows.map((r) => [r.layer + "/" + r.group_id, r.mosaic_sha256]));
   const nodes = new Map();
   const edges = [];
-  for (const r of circ.rows) {
+  for (const r of groupsRes.rows) {
     const key = r.layer + "/" + r.group_id;
-    nodes.set(key, { key, ...r, sha: sha.get(key) });
+    nodes.set(key, { key, ...r, sha: r.mosaic_sha256 });
     (r.parents || []).forEach((p, i) => edges.push({ child: key, parent: p, w: r.weights[i], childLayer: r.layer }));
   }
   const topDepth = Math.min(...[...nodes.values()].map((n) => n.depth));
@@ -279,8 +274,15 @@ async function pageCircuit(main, params) {
       el("dt", {}, "label"), el("dd", { id: "panel-label" }, n.label || "—"),
       el("dt", {}, "concept"), el("dd", { id: "panel-concept" }, n.concept || "—"),
       el("dt", {}, "purity"), el("dd", { id: "panel-purity" }, n.purity === null || n.purity === undefined ? "—" : fmt(n.purity)),
-      el("dt", {}, "members"), el("dd", {}, (n.members || []).map((m) => `neuron ${m[0]} (sg ${m[1]})`).join(", ")));
+      el("dt", {}, "members"), el("dd", {}, String(n.n_members)));
     panel.append(dl);
+    const memberList = el("dd", { id: "panel-members" }, "…");
+    dl.lastChild.replaceWith(memberList);
+    query("group_members", { run, layer: n.layer, group: n.group_id }).then((res) => {
+      const shown = res.rows.slice(0, 60).map((m) => `${m.neuron}/${m.j}`);
+      memberList.textContent = `${res.rows.length} semantic groups (neuron/j): ` + shown.join(", ") + (res.rows.length > 60 ? ", …" : "");
+      memberList.dataset.count = String(res.rows.length);
+    }).catch((err) => { console.error(err); memberList.textContent = String(err.message || err); });
     const rows = (list, other) => list.slice().sort((a, b) => Math.abs(b.w) - Math.abs(a.w))
       .map((e) => [el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); select(e[other]); } }, e[other]), e.w]);
     const outs = parentsOf.get(key) || [], ins = childrenOf.get(key) || [];
