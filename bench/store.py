@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--resnet50", action="store_true", help="run the ResNet50-shaped case instead")
     ap.add_argument("--r50-classes", type=int, default=10, help="ResNet50-shaped classes (with --resnet50)")
     ap.add_argument("--cache-dir", default=None, help="where the ResNet50-shaped run directories are kept")
+    ap.add_argument("--r50-neo4j", action="store_true",
+                    help="with --resnet50 and no NEO4J_URI: also on a local Neo4j (tools/neo4j-local)")
     args = ap.parse_args()
     if args.resnet50:
         return main_resnet50(args)
@@ -303,8 +305,10 @@ def main_resnet50(args) -> None:
 
     server = start_server(data_dir, keep=True)  # one server for the whole case: its CPU time is measured
     backends = [("embedded FalkorDB", ["--store", f"embedded:{data_dir}", "--database", "neurflow_bench_r50"],
-                 open_embedded, server.pid)]
-    uri = os.environ.get("NEO4J_URI")
+                 open_embedded, server.pid)] if not args.skip_embedded else []
+    uri, local = os.environ.get("NEO4J_URI"), None
+    if not uri and args.r50_neo4j:
+        local, uri = start_local_neo4j(args)
     if uri:
         def open_neo4j(graph):
             s = open_store(uri, database=os.environ.get("NEO4J_DATABASE"))
@@ -318,10 +322,13 @@ def main_resnet50(args) -> None:
         db = ["--database", os.environ["NEO4J_DATABASE"]] if os.environ.get("NEO4J_DATABASE") else []
         backends.append(("Neo4j", ["--store", uri, *db], open_neo4j, None))
     else:
-        print("(Neo4j: skipped; set NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD to include it)")
+        print("(Neo4j: skipped; set NEO4J_URI (and NEO4J_USERNAME, NEO4J_PASSWORD) or pass --r50-neo4j)")
     try:
         bench_resnet50(args, backends=backends, latencies=lambda st, p, r: latencies(st, 0, r, params=p))
     finally:
+        if local is not None:
+            local.stop()
+            shutil.rmtree(local.data_dir.parent, ignore_errors=True)
         if args.data_dir is None:
             from neurflow_graph.store.falkor import stop_server
 
