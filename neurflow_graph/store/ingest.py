@@ -2,18 +2,24 @@
 
 Protocol (docs/graph-model.md, "Run status"):
 
-1. ``MERGE`` the ``Run`` node; a new one gets ``status = 'ingesting'``, ``latest = false``.
-   A run already ``complete`` is skipped (unless ``force``).
+1. ``MERGE`` the ``Run`` node (uid: :func:`neurflow_graph.identity.run_uid`, content only); a new
+   one gets ``status = 'ingesting'``, ``latest = false``. A run already ``complete`` is skipped
+   (unless ``force``) -- but steps 5 and 6 still run.
 2. Write every node label, then every relationship type: one ``UNWIND $rows AS row`` query
    per label/type and batch, nodes ``MERGE``d on their constrained ``uid``, relationships
    ``MERGE``d between ``MATCH``ed endpoints. Shared nodes (Model, Layer, Neuron, Class, Patch,
    Image) are reused by every run that names them.
 3. Count what the store holds for the run and compare with the rows (a concurrent
    ``delete-run`` could have removed a shared endpoint); on a mismatch rewrite once.
-4. Set ``status = 'complete'`` with the counts, recompute ``latest`` for (model, class), checkpoint.
+4. Every group's best paths (store/paths.py), then ``status = 'complete'`` with the counts.
+5. Recompute ``latest`` for (model, class) -- also after a skip, so a client killed between
+   steps 4 and 5 is repaired by the next ingest.
+6. ``Run.run_dir``, mosaic references and the run directory's annotations, then a checkpoint.
 
 Every step is idempotent, so an ingest that died anywhere (exception, SIGKILL of either
 process) is finished by running it again, without duplicates. Queries read only complete runs.
+Run directories are streamed (:func:`iter_runs`): one circuit in memory at a time, each validated
+completely before any of its writes.
 """
 
 from __future__ import annotations
