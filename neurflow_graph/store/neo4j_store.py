@@ -160,13 +160,22 @@ class Neo4jStore(GraphStore):
         """Uniqueness constraints on ``uid`` and range indexes on ``INDEXED`` (``IF NOT EXISTS``), then wait online."""
         if getattr(self, "_setup_done", False):
             return
+        ddl: dict[str, str] = {}
         for label in LABELS:
             lb = identifier(label)
-            self.write(f"CREATE CONSTRAINT neurflow_{lb}_uid IF NOT EXISTS FOR (n:{lb}) REQUIRE n.uid IS UNIQUE")
+            ddl[f"neurflow_{lb}_uid"] = (f"CREATE CONSTRAINT neurflow_{lb}_uid IF NOT EXISTS "
+                                         f"FOR (n:{lb}) REQUIRE n.uid IS UNIQUE")
             for prop in INDEXED.get(label, ()):
                 p = identifier(prop)
-                self.write(f"CREATE INDEX neurflow_{lb}_{p} IF NOT EXISTS FOR (n:{lb}) ON (n.{p})")
-        self.write("CALL db.awaitIndexes(300)")
+                ddl[f"neurflow_{lb}_{p}"] = f"CREATE INDEX neurflow_{lb}_{p} IF NOT EXISTS FOR (n:{lb}) ON (n.{p})"
+        # one read when everything is there already (every write command calls setup); a
+        # constraint's backing index carries the constraint's name
+        state = {r["name"]: r["state"] for r in self.read("SHOW INDEXES YIELD name, state RETURN name, state")}
+        missing = [q for name, q in ddl.items() if name not in state]
+        for q in missing:
+            self.write(q)
+        if missing or any(state.get(name) != "ONLINE" for name in ddl):
+            self.write("CALL db.awaitIndexes(300)")
         self._setup_done = True
 
     def close(self) -> None:
