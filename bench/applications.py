@@ -83,10 +83,11 @@ def main() -> None:
     located = locate_run(run=str(root / "runs" / args.timing_class), store=None, runs_dirs=[])
     model = load_run_model(circuit=located.circuit)
     load = os.getloadavg()[0]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     ev = evaluate_run(model=model, circuit=located.circuit, run_uid=located.uid, images=world)
-    wall = time.perf_counter() - t
-    print(f"{args.timing_class}: evaluate wall {wall:.1f} s (load average {load:.1f} at start); per experiment "
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    print(f"{args.timing_class}: evaluate wall {wall:.1f} s, CPU time {cpu:.1f} s over {torch.get_num_threads()} threads "
+          f"(load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at the end); per experiment "
           + ", ".join(f"{k} {v:.1f}s" for k, v in ev.seconds.items()) + " (goal: < 120 s on 2 cores)")
 
 

@@ -1,9 +1,9 @@
 """Find a run's circuit and directory from what the user typed, and load its model.
 
 ``--run`` is a run directory (holding ``circuit.json``) or a run uid / unique prefix. A uid is
-checked against the store (``queries.names.resolve_run``) and its directory is found among the
-runs under ``runs_dirs`` (default: ``<embedded store path>/runs``) by content identity: the
-directory whose circuit has that uid (``identity.run_uid``).
+checked against the store (``queries.names.resolve_run``); its directory is the one ingest recorded
+(``Run.run_dir``) when its circuit still has that uid, else it is found among the runs under
+``runs_dirs`` (default: ``<embedded store path>/runs``) by content identity (``identity.run_uid``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ def locate_run(*, run: str, store: Any | None, runs_dirs: Sequence[str | Path]) 
     from neurflow_graph.queries.names import resolve_run
 
     uid = resolve_run(store, text)
+    # ingest records where the run directory was (Run.run_dir); else search the runs folders
+    rows = store.read("MATCH (r:Run {uid: $uid}) RETURN r.run_dir AS run_dir", {"uid": uid})
+    recorded = rows[0].get("run_dir") if rows else None
+    if recorded and (Path(recorded) / CIRCUIT_FILE).is_file():
+        circuit = load_circuit(recorded)
+        if _run_uid(circuit) == uid:
+            return LocatedRun(circuit=circuit, run_dir=Path(recorded), uid=uid)
     searched = []
     for root in runs_dirs:
         root = Path(root).expanduser()

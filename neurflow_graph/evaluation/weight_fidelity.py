@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from neurflow_graph.evaluation.common import RunData, extraction_attributions, sample_targets
 from neurflow_graph.interventions.knockout import concept_loss, knockout_concepts, knockout_phi

@@ -159,7 +159,7 @@ def mask_neuron_sets(model: nn.Module, layer: str, sets: Sequence[Iterable[int]]
     channel but ``sets[s]``). Feed ``x.repeat(len(sets), ...)`` to evaluate every set on ``x`` at once."""
     if isinstance(sets, (str, bytes)) or not isinstance(sets, Sequence) or not sets:
         raise InputError("sets must be a non-empty sequence of channel lists")
-    plan = _validated(model, {layer: []}, mode, means)
+    _validated(model, {layer: []}, mode, means)
     chosen = [_channels(layer, s) for s in sets]
     n_sets = len(chosen)
 
@@ -175,7 +175,6 @@ def mask_neuron_sets(model: nn.Module, layer: str, sets: Sequence[Iterable[int]]
         keep = keep.repeat_interleave(rows, dim=0).view(out.shape[0], out.shape[1], *([1] * (out.dim() - 2)))
         return torch.where(keep, out, _replacement(layer, out, mode, means))
 
-    del plan
     with _hooks(model, {layer: hook}):
         yield model
 
