@@ -137,14 +137,25 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
     result.timing["total"] = time.perf_counter() - t_all
     for line in result.findings:
         echo(line)
-    echo("mean neuron-group purity against the ground truth: "
-         + ", ".join(f"{k} {v:.2f}" for k, v in result.purity.items()))
-    echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timing.items())
-         + " (target: under 600 s on 2 cores)")
+    echo("mean neuron-group purity against the ground truth (share of a group's patches showing its concept, "
+         "1 = every patch): " + ", ".join(f"{k} {v:.2f}" for k, v in result.purity.items()))
+    echo("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timing.items()))
     for name, path in result.pictures.items():
         echo(f"circuit of {name} drawn: {path}")
     echo(f"explore the circuits in the dashboard: neurflow-graph serve --store {store_url}   "
          f"then open {DASHBOARD_URL}")
+    if result.run_uids:
+        first = next(iter(result.run_uids))
+        muid, leaf = model_uid(circuits[first]), circuits[first].model.layers[-1]
+        store_opt = "" if store_url in ("embedded:neurflow-data", "embedded:./neurflow-data") else f" --store {store_url}"
+        echo("what to try next:")
+        for line in (f"neurflow-graph runs{store_opt}    # the runs just stored",
+                     f"neurflow-graph query class_circuit -p model={muid} -p class={first}{store_opt}    # its groups",
+                     f"neurflow-graph query concept_paths_to_logit -p model={muid} -p class={first} -p layer={leaf}"
+                     f"{store_opt}    # its strongest paths",
+                     "neurflow-graph query --list    # every question the query library answers",
+                     "docs/queries.md: the query library; README.md: your own models and images"):
+            echo(f"  {line}")
     return result
 
 
@@ -205,13 +216,17 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
         for row in run_query(store=store, name="shared_neurons_by_layer",
                              params={"model": model_uid, "class_a": a, "class_b": b}):
             by_layer.setdefault(row["layer"], {True: [], False: []})[bool(common[(a, b)])].append(row["jaccard"])
-    out.append("== Circuit overlap per layer, mean Jaccard of neuron sets (query shared_neurons_by_layer) ==")
+    out.append("== How much two classes' circuits overlap, per layer (query shared_neurons_by_layer) ==")
+    out.append("   Jaccard = neurons both circuits use / neurons either uses (0: disjoint, 1: the same neurons);"
+               " the mean over pairs of classes that share a concept by construction vs pairs that share none")
     for layer, groups in by_layer.items():
         mean = {k: sum(v) / len(v) if v else float("nan") for k, v in groups.items()}
         out.append(f"{layer}: classes sharing a concept {mean[True]:.2f} vs classes sharing none {mean[False]:.2f}")
 
     # 2. groups shared because the classes share a concept
     out.append("== Neuron groups two classes share, labelled with a concept both classes have (query shared_groups) ==")
+    out.append("   per pair of classes: the best-overlapping pair of groups whose ground-truth concept both classes"
+               " have; shared neurons and their Jaccard")
     for (a, b), both in common.items():
         if not both:
             continue
@@ -229,6 +244,9 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
 
     # 2. the biased class: its spurious concepts and their paths to the logit
     out.append("== Spurious concepts (concept_paths_to_logit) ==")
+    out.append("   a group showing the biased class's context; purity = share of its patches showing that concept;"
+               " path strength = share of the logit's inflow carried by that chain of groups (-1..1, negative:"
+               " inhibiting)")
     for name, spec in classes.items():
         spurious = list(spec.get("spurious", {}))  # world.json: concept -> rate
         if not spurious or name not in circuits:
@@ -258,13 +276,14 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
                 head += f"; not called spurious: masking it moves the logit no more than random sets (net {f.net_effect:+.2f})"
             if rows:
                 out.append(f"{head}; strongest path to the logit: {' -> '.join(rows[0]['path'])} "
-                           f"(strength {rows[0]['strength']:+.3f})")
+                           f"(strength {rows[0]['strength']:+.3f}, {abs(rows[0]['strength']):.1%} of the logit's inflow)")
             else:
                 out.append(f"{head}, but it reaches the logit by no path")
 
     # 3. the strongest path to each logit from the leaf layer
-    out.append("== Strongest path from the leaf layer to each logit (concept_paths_to_logit; strength = product of"
-               " group weights W, each a sum of member edge weights, so it can exceed 1) ==")
+    out.append("== Strongest path from the leaf layer to each logit (concept_paths_to_logit) ==")
+    out.append("   each hop's flow = its share of the parent group's incoming weight; strength = the product of the"
+               " flows = the share of the logit's inflow through this one chain (of every leaf-to-logit path)")
     for name, circuit in circuits.items():
         leaf = circuit.model.layers[-1]
         rows = run_query(store=store, name="concept_paths_to_logit",
@@ -272,5 +291,6 @@ def _findings(*, store: Any, model_uid: str, circuits: dict[str, Any], truth: An
         if rows:
             r = rows[0]
             labels = " -> ".join(_label(lab or con) for lab, con in zip(r["labels"], r["concepts"]))
-            out.append(f"{name}: {' -> '.join(map(str, r['path']))} [{labels}] strength {r['strength']:+.3f}")
+            out.append(f"{name}: {' -> '.join(map(str, r['path']))} [{labels}] strength {r['strength']:+.3f}"
+                       f" ({abs(r['strength']):.1%} of the logit's inflow)")
     return out
