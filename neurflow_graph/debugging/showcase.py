@@ -64,7 +64,7 @@ def debug_biased_classes(*, data_dir: Path, seed: int, per_class: int, model: An
             write_annotations(store=store, annotations=notes, skip_missing=True)
         out.results[name] = result
         out.pictures[name] = pictures["masking"]
-        out.lines += [f"{name}: {line}" for line in debug_sentences(result)]
+        out.lines += [line if line.startswith(f"{name}:") else f"{name}: {line}" for line in debug_sentences(result)]
         out.lines.append(f"{name}: pictures of this finding: {pictures['masking']} (masking), {pictures['metric']} "
                          f"(metric M), {pictures.get('heatmaps', '-')} (heat maps), {pictures['top_drop']} (top logit drops)")
     return out
