@@ -226,7 +226,7 @@ def test_server_killed_mid_ingest_then_restarted_and_reingested(n4j, tmp_path, m
 # ---- two processes at once ----------------------------------------------------------------------------
 
 def test_two_concurrent_ingests_of_different_runs_both_complete(n4j, tmp_path):
-    circuits = [synthetic_circuit(class_index=i, class_name=n, widths=(10, 64, 64, 48), tau=8, k=16)
+    circuits = [synthetic_circuit(class_index=i, class_name=n, widths=(10, 40, 40, 32), tau=8, k=16)
                 for i, n in enumerate(["cat", "dog"])]
     for c in circuits:
         c.save(tmp_path / c.class_.name)

@@ -107,6 +107,23 @@ public final class Main {
             throw new Failure(EXIT_USAGE, "set NEO4J_PASSWORD (8 or more characters) to the password the user neo4j should have");
         }
         checkDataDir(data);
+        if (watchStdin) {
+            // from the start, so a parent that dies while Neo4j is still starting takes it down too
+            Thread watcher = new Thread(() -> {
+                try {
+                    InputStream in = System.in;
+                    byte[] buf = new byte[256];
+                    while (in.read(buf) >= 0) {
+                        // input is ignored; only its end matters
+                    }
+                } catch (IOException ignored) {
+                    // a broken stdin counts as closed
+                }
+                System.exit(0);  // runs the shutdown hook once Neo4j is up; before that, just exits
+            }, "neo4j-local-stdin");
+            watcher.setDaemon(true);
+            watcher.start();
+        }
 
         DatabaseManagementService dbms = start(data, port, pagecache, authLock);
         CountDownLatch stopped = new CountDownLatch(1);
@@ -132,22 +149,6 @@ public final class Main {
             throw new Failure(EXIT_OTHER, "started but could not finish setting up: " + oneLine(e));
         }
 
-        if (watchStdin) {
-            Thread watcher = new Thread(() -> {
-                try {
-                    InputStream in = System.in;
-                    byte[] buf = new byte[256];
-                    while (in.read(buf) >= 0) {
-                        // input is ignored; only its end matters
-                    }
-                } catch (IOException ignored) {
-                    // a broken stdin counts as closed
-                }
-                System.exit(0);  // runs the shutdown hook
-            }, "neo4j-local-stdin");
-            watcher.setDaemon(true);
-            watcher.start();
-        }
         stopped.await();  // SIGTERM/SIGINT or stdin EOF -> System.exit -> hook -> here (never returns normally)
     }
 
