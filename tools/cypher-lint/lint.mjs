@@ -12,7 +12,8 @@
 // Parameters: a `$name` must be declared by a `// param: name ...` header line of its file, as the
 // project's loader requires; --any-params accepts every parameter (for ad-hoc queries).
 // Functions: Neo4j 5's built-in function registry shipped with the package (testData.mockSchema,
-// built-ins only), so APOC, user-defined or FalkorDB-only functions are reported as missing.
+// built-ins only), so APOC, user-defined or FalkorDB-only functions are reported as missing. Procedures: the
+// package's registry restricted to Neo4j's own db.*/dbms.*/tx.* procedures (e.g. db.index.fulltext.queryNodes).
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -34,8 +35,13 @@ async function loadTooling() {
   const builtins = Object.fromEntries(
     Object.entries(ls.testData.mockSchema.functions[CYPHER_VERSION]).filter(([, f]) => f.isBuiltIn),
   );
-  semantic.updateSignatureResolver({ procedures: [], functions: Object.values(builtins) }, CYPHER_VERSION);
-  return { ls, semantic, builtins };
+  // Procedures: Neo4j's own namespaces only (db.*, dbms.*, tx.*), not the APOC/GDS ones the mock schema also lists.
+  const procedures = Object.fromEntries(
+    Object.entries(ls.testData.mockSchema.procedures[CYPHER_VERSION]).filter(([name]) => /^(db|dbms|tx)\./.test(name)),
+  );
+  semantic.updateSignatureResolver({ procedures: Object.values(procedures), functions: Object.values(builtins) },
+    CYPHER_VERSION);
+  return { ls, semantic, builtins, procedures };
 }
 
 function headerParams(text) {
@@ -52,7 +58,7 @@ function toItem(d) {
 }
 
 function lintText(tooling, text, { anyParams }) {
-  const { ls, semantic, builtins } = tooling;
+  const { ls, semantic, builtins, procedures } = tooling;
   const errors = [];
   const warnings = [];
   if (text.trim().length === 0) {
@@ -60,7 +66,8 @@ function lintText(tooling, text, { anyParams }) {
     return { errors, warnings };
   }
   const parameters = anyParams ? new Proxy({}, { get: () => null }) : headerParams(text);
-  const schema = { defaultLanguage: CYPHER_VERSION, functions: { [CYPHER_VERSION]: builtins }, parameters };
+  const schema = { defaultLanguage: CYPHER_VERSION, functions: { [CYPHER_VERSION]: builtins },
+    procedures: { [CYPHER_VERSION]: procedures }, parameters };
   for (const d of ls.lintCypherQuery(text, schema)) {
     (d.severity === 1 ? errors : warnings).push(toItem(d));
   }
