@@ -58,6 +58,10 @@ NOT_ON_DEMO_DATA = {
         "needs MLLM labels (`neurflow-graph label`, an API key); the demo labels nothing",
     ("labels.md", 'neurflow-graph query groups_by_label -p text="yellow stripes" -p source=mllm:gpt-4o -p latest=false'):
         "needs MLLM labels from mllm:gpt-4o",
+    ("directions.md", "neurflow-graph query layer_completeness -p model=demo -p class=bee"):
+        "needs PCA bases from `neurflow-graph directions --store`; the demo computes none",
+    ("directions.md", "neurflow-graph query group_directions -p model=demo -p class=bee -p layer=conv4 -p site=post"):
+        "needs directions from `neurflow-graph directions --store`; the demo computes none",
 }
 
 
