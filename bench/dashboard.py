@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -126,7 +127,6 @@ def api_calls(base: str, run: str, model_a: str, model_b: str) -> dict[str, str]
         "dashboard_summary": q("dashboard_summary"),
         "circuit_groups": q("circuit_groups", run=run),
         "group_members": q("group_members", run=run, layer=groups[-1]["layer"], group=groups[-1]["group_id"]),
-        "class_circuit (not used by the pages)": q("class_circuit", model=model_a, **{"class": "class_000"}, run=run),
         "layout": f"{base}api/layout?{urlencode({'run': run})}",
         "mosaic": f"{base}mosaics/{sha}.png",
         "shared_neurons_by_layer": q("shared_neurons_by_layer", model=model_a, class_a="class_000", class_b="class_001"),
@@ -134,6 +134,7 @@ def api_calls(base: str, run: str, model_a: str, model_b: str) -> dict[str, str]
         "compare_models": q("compare_models", model_a=model_a, model_b=model_b, **{"class": "class_000"}, limit=50),
         "hub_neurons": q("hub_neurons", model=model_a, limit=10),
         "polysemantic_neurons": q("polysemantic_neurons", model=model_a, limit=10),
+        "class_circuit (not used by the pages)": q("class_circuit", model=model_a, **{"class": "class_000"}, run=run),
     }
 
 
@@ -155,7 +156,6 @@ def page_load(driver, url: str) -> dict[str, float]:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get("about:blank")
-    driver.execute_script("window.localStorage && 0")
     driver.get(url)
     WebDriverWait(driver, 30).until(lambda d: d.execute_script(
         "const m = document.getElementById('main'); return m && m.dataset.ready === '1';"))
@@ -181,6 +181,7 @@ def main() -> None:
     from neurflow_graph.web.api import DashboardApi
     from neurflow_graph.web.server import DashboardServer
 
+    load0 = os.getloadavg()
     layers, widths = resnet50_shape()
     cache = Path(__file__).resolve().parent / "out" / "dashboard"
     root = cache / "site"  # run directories (with mosaics) and the embedded store, kept for reruns
@@ -196,6 +197,17 @@ def main() -> None:
         runs = store.read("MATCH (r:Run)-[:OF_MODEL]->(m:Model) RETURN r.uid AS run, m.uid AS model")
         model_of = {r["run"]: r["model"] for r in runs}
         model_a, model_b = model_of[stats["runs"][0]], model_of[stats["runs"][2]]
+        driver = browser()
+        try:
+            loads = [page_load(driver, f"{server.url}#/circuit?run={run}") for _ in range(args.loads)]
+        finally:
+            driver.quit()
+        ready = sorted(x["ready_ms"] for x in loads)
+        print(f"\nclass-circuit page, {args.loads} fresh loads in headless Chromium: {loads[0]['groups']} groups, "
+              f"{loads[0]['edges']} edges drawn")
+        print(f"interactive after (navigation start -> graph drawn, handlers attached): median "
+              f"{statistics.median(ready):.0f} ms, max {ready[-1]:.0f} ms (goal < {GOAL_PAGE_S * 1000:.0f} ms)")
+        print(f"click a group -> its exemplar mosaic loaded: median {statistics.median(x['click_ms'] for x in loads):.0f} ms")
         calls = api_calls(server.url, run, model_a, model_b)
         print(f"\nAPI latency over {args.repeats} calls each (after one warm-up), ms:")
         print(f"{'call':40s} {'p50':>8s} {'p95':>8s} {'max':>8s}  bytes")
@@ -212,20 +224,10 @@ def main() -> None:
             if "not used" not in name:
                 worst = max(worst, p95)
             print(f"{name:40s} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}  {len(body)}")
-        driver = browser()
-        try:
-            loads = [page_load(driver, f"{server.url}#/circuit?run={run}") for _ in range(args.loads)]
-        finally:
-            driver.quit()
-        ready = sorted(x["ready_ms"] for x in loads)
-        print(f"\nclass-circuit page, {args.loads} fresh loads in headless Chromium: {loads[0]['groups']} groups, "
-              f"{loads[0]['edges']} edges drawn")
-        print(f"interactive after (navigation start -> graph drawn, handlers attached): median "
-              f"{statistics.median(ready):.0f} ms, max {ready[-1]:.0f} ms (goal < {GOAL_PAGE_S * 1000:.0f} ms)")
-        print(f"click a group -> its exemplar mosaic loaded: median {statistics.median(x['click_ms'] for x in loads):.0f} ms")
         print(f"\nworst API p95 {worst:.1f} ms (goal < {GOAL_P95_MS:.0f} ms): {'met' if worst < GOAL_P95_MS else 'NOT met'}; "
               f"page {'met' if ready[-1] < GOAL_PAGE_S * 1000 else 'NOT met'}")
-        print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+        print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; load average "
+              f"at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
         store.close()
