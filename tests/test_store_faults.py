@@ -19,7 +19,7 @@ from neurflow_graph.cli import cli
 from neurflow_graph.errors import StoreConnectionError
 from neurflow_graph.store.base import GraphStore
 from neurflow_graph.store.falkor import FalkorStore, server_status
-from neurflow_graph.store.ingest import ingest_circuit
+from neurflow_graph.store.ingest import ingest, ingest_circuit
 from neurflow_graph.store.runs import list_runs
 from neurflow_graph.synthetic import synthetic_circuit
 
@@ -30,10 +30,11 @@ def small(index: int, name: str, **kw):
     return synthetic_circuit(class_index=index, class_name=name, widths=(10, 24, 24, 16), **kw)
 
 
-def _reference_dump(store, circuits):
-    """The graph of ``circuits`` ingested cleanly into the (empty) ``store``."""
-    for c in circuits:
-        ingest_circuit(store=store, circuit=c)
+def _reference_dump(store, circuits, run_dirs=None):
+    """The graph of ``circuits`` ingested cleanly into the (empty) ``store`` (from ``run_dirs``,
+    recorded as Run.run_dir, when given)."""
+    for c, d in zip(circuits, run_dirs or [None] * len(circuits)):
+        ingest(store=store, circuit=c, run_dir=d)
     return graph_dump(store)
 
 
@@ -63,7 +64,7 @@ def _partial(d: Path) -> None:
         with mock.patch("neurflow_graph.fileio.Path.unlink"):  # as if killed: no cleanup either
             circuit.save(d)
     (d / "circuit.json").unlink()
-    assert list(d.glob(".circuit.json.*.tmp"))
+    assert list(d.glob(".circuit.json.*.tmp")) + list(d.glob(".circuit-*.npz.*.tmp"))  # v2 writes the arrays first
 
 
 def _checkpoints_only(d: Path) -> None:
@@ -148,9 +149,9 @@ def test_server_killed_mid_ingest_then_reingest(embedded_dir, falkor_graph, kill
 def test_two_concurrent_ingests_both_complete(tmp_path, embedded_dir, falkor_graph):
     circuits = [synthetic_circuit(class_index=i, class_name=n, widths=(10, 96, 96, 64), tau=8, k=16)
                 for i, n in enumerate(["cat", "dog"])]
-    expected = _reference_dump(falkor_graph, circuits)
     for c in circuits:
         c.save(tmp_path / "runs" / c.class_.name)
+    expected = _reference_dump(falkor_graph, circuits, [tmp_path / "runs" / c.class_.name for c in circuits])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = "import sys; from neurflow_graph.cli import main; main(sys.argv[1:])"
     procs = [subprocess.Popen([sys.executable, "-c", code, "ingest", str(tmp_path / "runs" / c.class_.name),

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from neurflow_graph.annotations import Annotation, make_annotation, now_utc, read_run_annotations
-from neurflow_graph.circuit import CIRCUIT_FILE, Circuit, load_circuit
+from neurflow_graph.circuit import ARRAYS_PREFIX, CIRCUIT_FILE, Circuit, load_circuit
 from neurflow_graph.errors import InputError, RunFormatError, StoreError
 from neurflow_graph.extraction.rundir import CHECKPOINT_DIR
 from neurflow_graph.fileio import temp_pattern
@@ -437,6 +437,7 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
         runs = sorted({c.parent for c in p.rglob(CIRCUIT_FILE) if c.is_file()})
         started = [m.parent.parent for m in p.rglob(f"{CHECKPOINT_DIR}/manifest.json")]
         started += [t.parent for t in p.rglob(temp_pattern(CIRCUIT_FILE))]
+        started += [t.parent for t in p.rglob(temp_pattern(f"{ARRAYS_PREFIX}*.npz"))]  # died writing the arrays
         unfinished = sorted({d for d in started if not (d / CIRCUIT_FILE).is_file()}, key=str)
         if unfinished:
             raise RunFormatError(f"{unfinished[0]} is an unfinished run (no {CIRCUIT_FILE}: its extraction was "
