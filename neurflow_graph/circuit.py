@@ -425,11 +425,27 @@ def derive_group_edges(*, edges: list[Edge], neuron_groups: list[NeuronGroup]) -
     q that have at least one semantic group in G_child, taking the neuron edge q -> (p, j_p)
     where it exists. Only pairs joined by at least one edge are returned, ordered by
     (parent_layer, parent_group, child_layer, child_group) as they first appear.
+
+    Cost: one pass over the edges, each added to every child group holding its child neuron
+    (O(E x groups per neuron)), not over all group pairs and members.
     """
+    parent_of: dict[tuple[str, int, int], list[int]] = {}      # (layer, p, j) -> parent group ids
+    child_groups: dict[tuple[str, int], list[int]] = {}        # (layer, q) -> groups holding q (distinct)
+    for g in neuron_groups:
+        for p, j in g.members:
+            parent_of.setdefault((g.layer, p, j), []).append(g.id)
+        for q in dict.fromkeys(q for q, _ in g.members):
+            child_groups.setdefault((g.layer, q), []).append(g.id)
     weight: dict[tuple[str, int, int, str, int], float] = {}
-    for e in edges:
+    for e in edges:  # the last edge listed wins if one is repeated, as a lookup table would
         weight[(e.parent_layer, e.parent_index, e.parent_group, e.child_layer, e.child_index)] = e.weight
-    child_layer_of = {}
+    total: dict[tuple[str, int, str, int], float] = {}
+    for (pl, p, j, cl, q), w in weight.items():
+        for gp in parent_of.get((pl, p, j), ()):
+            for gc in child_groups.get((cl, q), ()):
+                k = (pl, gp, cl, gc)
+                total[k] = total.get(k, 0.0) + w
+    child_layer_of: dict[str, str] = {}
     for e in edges:
         child_layer_of.setdefault(e.parent_layer, e.child_layer)
     by_layer: dict[str, list[NeuronGroup]] = {}
@@ -439,15 +455,8 @@ def derive_group_edges(*, edges: list[Edge], neuron_groups: list[NeuronGroup]) -
     for parent_layer, child_layer in child_layer_of.items():
         for gp in by_layer.get(parent_layer, []):
             for gc in by_layer.get(child_layer, []):
-                children = sorted({q for q, _ in gc.members})
-                total, linked = 0.0, False
-                for p, j in gp.members:
-                    for q in children:
-                        w = weight.get((parent_layer, p, j, child_layer, q))
-                        if w is not None:
-                            total += w
-                            linked = True
-                if linked:
+                w = total.get((parent_layer, gp.id, child_layer, gc.id))
+                if w is not None:
                     out.append(GroupEdge(parent_layer=parent_layer, parent_group=gp.id,
-                                         child_layer=child_layer, child_group=gc.id, weight=total))
+                                         child_layer=child_layer, child_group=gc.id, weight=w))
     return out
