@@ -51,17 +51,17 @@ def _circuit(truth, concept_a: str, concept_b: str) -> Circuit:
 
 
 def test_groups_are_named_after_the_concept_their_patches_show(world):
-    circuit = _circuit(world, "object:flower", "texture:checker")
+    circuit = _circuit(world, "object:flower", "object:pebble")
     scores = {(s.layer, s.group): s for s in score_groups(circuit=circuit, truth=world)}
     assert scores[("conv", 0)].concept == "object:flower"
-    assert scores[("conv", 1)].concept == "texture:checker"
+    assert scores[("conv", 1)].concept == "object:pebble"
     # every patch of the flower group is a box around a flower, so the flower is present in all
     assert scores[("conv", 0)].purity == pytest.approx(1.0)
     assert scores[("conv", 0)].baseline < 1.0
 
 
 def test_ground_truth_becomes_annotations_and_leaves_the_circuit_alone(world):
-    circuit = _circuit(world, "object:flower", "texture:checker")
+    circuit = _circuit(world, "object:flower", "object:pebble")
     before = (copy.deepcopy(circuit), run_uid(circuit))
     notes = ground_truth_annotations(circuit=circuit, truth=world)
     assert (circuit, run_uid(circuit)) == before
