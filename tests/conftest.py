@@ -77,6 +77,8 @@ elif (NEO4J_SKIP_REASON := neo4j_local.missing_tools()) is None:
 else:
     NEO4J_SKIP_REASON = f"no Neo4j for the Neo4j tests: NEO4J_URI is not set and {NEO4J_SKIP_REASON}"
 NEO4J_URI = os.environ.get("NEO4J_URI")
+# True when this session starts its own local Neo4j (no user NEO4J_URI, JDK and Maven present)
+LOCAL_NEO4J_CONFIGURED = _LOCAL is not None
 _skip_neo4j = pytest.mark.skipif(NEO4J_SKIP_REASON is not None, reason=NEO4J_SKIP_REASON or "")
 
 

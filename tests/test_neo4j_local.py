@@ -9,15 +9,17 @@ import subprocess
 import pytest
 
 import neo4j_local
-from conftest import NEO4J_MARKS, local_neo4j
+from conftest import LOCAL_NEO4J_CONFIGURED, NEO4J_MARKS, local_neo4j
 
-pytestmark = NEO4J_MARKS
+_MISSING = neo4j_local.missing_tools()
+needs_tools = pytest.mark.skipif(bool(_MISSING), reason=_MISSING or "")
+needs_session_server = pytest.mark.skipif(
+    not LOCAL_NEO4J_CONFIGURED, reason="the tests use the user's NEO4J_URI: no session server of ours to check")
+pytestmark = [*NEO4J_MARKS, needs_tools]
 PASSWORD = "launcher-test-pw-123"
 
 
 def _launch(tmp_path, *, port: int = 0, data=None, env_password: str | None = PASSWORD, timeout: float = 600):
-    if neo4j_local.missing_tools():
-        pytest.skip(neo4j_local.missing_tools())
     neo4j_local.build()
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_PASSWORD"}
     if env_password is not None:
@@ -35,20 +37,20 @@ def _one_line(r, code: int) -> str:
     return lines[0]
 
 
+@needs_session_server
 def test_the_session_server_announced_itself_with_a_bolt_uri():
     local = local_neo4j()
-    if local is None:
-        pytest.skip("the tests use the user's NEO4J_URI")
+    assert local is not None
     assert local.uri == os.environ["NEO4J_URI"] and local.uri.startswith("bolt://127.0.0.1:")
     assert (local.version or "").startswith("5.26.")
     log = local.log_path.read_text()
     assert os.environ["NEO4J_PASSWORD"] not in log
 
 
+@needs_session_server
 def test_a_taken_port_is_one_line_and_exit_3(tmp_path):
     local = local_neo4j()
-    if local is None:
-        pytest.skip("needs the session's local server to hold a port")
+    assert local is not None
     line = _one_line(_launch(tmp_path, port=local.port), 3)
     assert f"127.0.0.1:{local.port}" in line and "already in use" in line
 
