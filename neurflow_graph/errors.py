@@ -12,6 +12,8 @@ for debugging. Exit codes (documented in docs/errors.md):
 3    :data:`EXIT_ENVIRONMENT`: the machine, not the input: disk full, permission denied,
      read-only folder, device out of memory (a store that cannot be reached is 2: the URL
      or the server's state is the user's to fix)
+4    :data:`EXIT_PARTIAL`: a command over many items (``extract`` of several classes, ``ingest``
+     of a parent folder) finished some and not others; the message names those it did not
 130  :data:`EXIT_INTERRUPTED`: interrupted (Ctrl-C); the message says how to continue
 ===  ===========================================================================================
 """
@@ -23,6 +25,7 @@ import os
 
 EXIT_INPUT = 2
 EXIT_ENVIRONMENT = 3
+EXIT_PARTIAL = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -103,6 +106,12 @@ class FileSystemError(EnvironmentFailure):
 
 class DeviceMemoryError(EnvironmentFailure):
     """The device (GPU, or the host for the CPU) ran out of memory."""
+
+
+class PartialFailure(NeurflowError):
+    """Some items of a many-item command failed; the others are complete (exit code 4)."""
+
+    exit_code = EXIT_PARTIAL
 
 
 class Interrupted(NeurflowError):

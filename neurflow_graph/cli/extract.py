@@ -27,8 +27,19 @@ _SELECT_BATCH = 64  # D_c selection batch when --max-batch is not given
 @model_options
 @click.option("--images", "images_dir", required=True,
               help="Image folder: class sub-folders (ImageFolder) or a flat folder of images.")
-@click.option("--class", "classes", multiple=True, required=True,
-              help="Class to explain, by index or name (case-insensitive). Repeat for several classes.")
+@click.option("--class", "classes", multiple=True,
+              help="Class to explain, by index or name (case-insensitive). Repeat for several classes; "
+                   "`all` explains every class (one run directory each, see docs/scale.md).")
+@click.option("--classes-file", default=None, type=click.Path(dir_okay=False),
+              help="File of classes to explain, one name or index per line (# comments).")
+@click.option("--executor", type=click.Choice(["sequential", "ray"]), default="sequential", show_default=True,
+              help="Where several classes run: this process, or one Ray task per class (pip install "
+                   "'neurflow-graph[ray]').")
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray; default: a local Ray).")
+@click.option("--gpus-per-task", type=click.FloatRange(min=0), default=None,
+              help="GPUs Ray assigns to each class task [1 when the cluster has GPUs, else 0].")
+@click.option("--max-retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Times Ray reruns a class whose worker died.")
 @click.option("--out", "out_dir", required=True,
               help="Run directory (one class) or parent of one run directory per class.")
 @click.option("--k", type=click.IntRange(min=1), default=None, help="Top patches forming a neuron's concept [50].")
@@ -61,7 +72,8 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
             std: str | None, trust_pickle: bool, images_dir: str, classes: tuple[str, ...], out_dir: str,
             tau_layers: tuple[str, ...], crop_fractions: str | None, device: str | None,
             class_names_file: str | None, resume: bool, restart: bool, force: bool, no_progress: bool,
-            **param_values: Any) -> None:
+            classes_file: str | None, executor: str, address: str | None, gpus_per_task: float | None,
+            max_retries: int, **param_values: Any) -> None:
     """Extract NeurFlow circuits of --class C (one or more) from the images --images DIR into --out RUN_DIR.
 
     An --out that holds a finished run, an unfinished one or unrelated files is refused unless
@@ -85,6 +97,12 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
         raise InputError(f"--stride-fraction must be in (0, 1], got {stride}")
     tau_pairs = [_parse_tau_layer(text) for text in tau_layers]
     resolve_device(device)
+    if address is not None and executor != "ray":
+        raise InputError("--address names a Ray cluster; give it with --executor ray")
+    if executor == "ray":
+        from neurflow_graph.executors.ray_executor import import_ray
+
+        import_ray()  # not installed: one line with the install command, before the model loads
     images_path = Path(images_dir).expanduser()
     if not images_path.exists():
         raise ImageError(f"image folder {images_path} does not exist; pass --images DIR with class sub-folders "
@@ -101,13 +119,13 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
     if warning:
         click.echo(warning, err=True)
     tau_per_layer = _check_tau_layers(tau_pairs, loaded.spec.layers)
-    indices: list[int] = []
-    for text in classes:
-        index = resolve_class(model=loaded, text=text)
-        if index not in indices:
-            indices.append(index)
-    run_dirs = _run_dirs(Path(out_dir), [(i, loaded.class_name(i)) for i in indices])
-    for i in indices:
+    from neurflow_graph.executors import many
+
+    indices, every = many.resolve_classes(model=loaded, classes=classes, classes_file=classes_file)
+    multi = len(indices) > 1 or every or classes_file is not None or executor == "ray"
+    run_dirs = _run_dirs(Path(out_dir), [(i, loaded.class_name(i)) for i in indices], nested=multi)
+    finished = many.check_run_dirs(run_dirs, resume=resume, restart=restart, force=force) if multi else set()
+    for i in indices if not multi else ():
         check_out_dir(run_dirs[i], resume=resume, restart=restart, force=force)
 
     records, skipped = list_images(images_path)
@@ -126,6 +144,12 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
     batch = param_values.get("max_batch") or _SELECT_BATCH
     with _device_memory(loaded, batch=batch, run_dir=None):
         predictions = predict_classes(model=loaded, images=records, batch_size=batch)
+    if multi:
+        _extract_many(loaded, indices=indices, every=every, run_dirs=run_dirs, finished=finished, records=records,
+                      predictions=predictions, params=_params(param_values, crops, tau_per_layer), resume=resume,
+                      progress=not no_progress, executor=executor, address=address, gpus_per_task=gpus_per_task,
+                      max_retries=max_retries)
+        return
     selections = {i: select_class_images(model=loaded, images=records, class_index=i, predictions=predictions)
                   for i in indices}
     for i in indices:
@@ -154,6 +178,33 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
                          f"{len(circuit.neuron_groups)} groups, {len(selections[i])} images, {seconds:.1f} s")
     for line in summaries:
         click.echo(line)
+
+
+def _params(param_values: dict[str, Any], crops: Any, tau_per_layer: dict[str, int]) -> Any:
+    from neurflow_graph.extraction import ExtractParams
+
+    given = {k: v for k, v in param_values.items() if k in _PARAM_OPTIONS and v is not None}
+    if crops is not None:
+        given["crop_fractions"] = crops
+    if tau_per_layer:
+        given["tau_per_layer"] = tau_per_layer
+    return ExtractParams(**given)
+
+
+def _extract_many(loaded: Any, *, indices: list[int], every: bool, run_dirs: dict[int, Path], finished: set[int],
+                  records: Any, predictions: Any, params: Any, resume: bool, progress: bool, executor: str,
+                  address: str | None, gpus_per_task: float | None, max_retries: int) -> None:
+    """Several classes (docs/scale.md): plan (skip finished runs), run on the executor, summarise."""
+    from neurflow_graph.executors import many
+
+    jobs, settled = many.plan_jobs(model=loaded, indices=indices, run_dirs=run_dirs, finished=finished,
+                                   records=records, predictions=predictions, every=every, params=params)
+    for o in settled:
+        click.echo(o.line(), err=True)
+    outcomes = many.run_jobs(executor=executor, model=loaded, jobs=jobs, params=params, resume=resume,
+                             progress=progress, address=address, gpus_per_task=gpus_per_task,
+                             max_retries=max_retries, echo=click.echo)
+    many.finish(settled + outcomes, echo=click.echo)
 
 
 @contextmanager
@@ -228,9 +279,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _run_dirs(out: Path, classes: list[tuple[int, str]]) -> dict[int, Path]:
-    """One class: ``out``. Several: ``out/<slug>`` each (index appended where slugs collide)."""
-    if len(classes) == 1:
+def _run_dirs(out: Path, classes: list[tuple[int, str]], *, nested: bool = False) -> dict[int, Path]:
+    """One class: ``out``. Several (or ``nested``): ``out/<slug>`` each (index appended where slugs collide)."""
+    if len(classes) == 1 and not nested:
         return {classes[0][0]: out}
     slugs = {i: _slug(name) or f"class-{i}" for i, name in classes}
     counts: dict[str, int] = {}

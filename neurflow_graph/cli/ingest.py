@@ -28,8 +28,11 @@ def command(run_dirs: tuple[Path, ...], store_url: str, database: str | None, us
     from neurflow_graph.store.ingest import find_run_dirs, ingest_runs, iter_runs
     from neurflow_graph.store.url import open_store
 
-    find_run_dirs(run_dirs)  # a wrong path or an unfinished run stops the command before the store opens
-    runs = iter_runs(run_dirs)
+    unfinished: list[Path] = []
+    # A wrong path stops the command before the store opens; so does an unfinished run named
+    # directly. Unfinished runs beside finished ones under a parent are reported at the end (exit 4).
+    found = find_run_dirs(run_dirs, unfinished_out=unfinished)
+    runs = iter_runs(found)
     store = open_store(store_url, database=database, username=username, password=password)
     try:
         results = ingest_runs(store=store, runs=runs, force=force, batch_size=batch_size,
@@ -43,3 +46,11 @@ def command(run_dirs: tuple[Path, ...], store_url: str, database: str | None, us
         rate = f" ({rels / secs:,.0f} rel/s)" if secs > 0 else ""
         click.echo(f"{len(written)} of {len(results)} runs written into {store.display_url}: "
                    f"{rels} relationships in {secs:.2f}s{rate}")
+    if unfinished:
+        from neurflow_graph.errors import PartialFailure
+
+        shown = ", ".join(map(str, unfinished[:3])) + (", ..." if len(unfinished) > 3 else "")
+        raise PartialFailure(f"{len(unfinished)} unfinished run director{'y' if len(unfinished) == 1 else 'ies'} "
+                             f"not ingested ({shown}: no circuit.json; the extraction failed, was interrupted or "
+                             f"is still running); the {len(results)} finished run(s) are ingested. Finish them "
+                             "with `neurflow-graph extract ... --resume`, then ingest again")

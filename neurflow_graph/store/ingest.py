@@ -420,9 +420,13 @@ def ingest_run_dir(*, store: Any, run_dir: str | Path, force: bool = False, batc
 
 # ---- run directories --------------------------------------------------------------------------
 
-def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+def find_run_dirs(paths: Sequence[str | Path], *, unfinished_out: list[Path] | None = None) -> list[Path]:
     """Run directories named by ``paths``: each path is a run directory (holding circuit.json) or a
-    parent searched recursively for circuit.json files. RunFormatError when a path yields none."""
+    parent searched recursively for circuit.json files. RunFormatError when a path yields none.
+
+    An unfinished run (checkpoints or temp files, no circuit.json) under a parent is an error, unless
+    ``unfinished_out`` is given and the parent also holds finished runs: then it is appended there
+    and its finished siblings are returned (a failed class of a many-class extract never blocks them)."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -439,7 +443,9 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
         started += [t.parent for t in p.rglob(temp_pattern(CIRCUIT_FILE))]
         started += [t.parent for t in p.rglob(temp_pattern(f"{ARRAYS_PREFIX}*.npz"))]  # died writing the arrays
         unfinished = sorted({d for d in started if not (d / CIRCUIT_FILE).is_file()}, key=str)
-        if unfinished:
+        if unfinished and runs and unfinished_out is not None:
+            unfinished_out.extend(d for d in unfinished if d not in unfinished_out)
+        elif unfinished:
             raise RunFormatError(f"{unfinished[0]} is an unfinished run (no {CIRCUIT_FILE}: its extraction was "
                                  "interrupted or is still running); finish it with `neurflow-graph extract --resume`, "
                                  "or name the finished run directories instead")
