@@ -3,7 +3,7 @@
 ``run_sequential`` (this process, one class after the other, one shared model) and ``run_ray``
 (one Ray task per class; ``pip install 'neurflow-graph[ray]'``) both take ``ClassJob``s and return
 ``ClassOutcome``s; a class that fails is an outcome, never the end of the others.
-``plan_runs`` decides, before any work, which classes run and which are already finished.
+``many.plan_jobs`` decides, before any work, which classes run and which are already finished.
 See docs/scale.md.
 """
 
