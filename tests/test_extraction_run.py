@@ -170,11 +170,28 @@ def test_batch_size_does_not_change_the_circuit(images, reference):
         assert e.score == pytest.approx(ref[key(e)].score, rel=1e-4, abs=1e-6)
 
 
-def test_maps_recomputed_on_demand_equal_maps_kept_by_the_scan(images, reference, monkeypatch):
-    monkeypatch.setattr(circuit_builder, "MAP_CACHE_BYTES", 0)  # nothing fits: every layer's maps via the fx prefix
-    on_demand = extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS, progress=False)
-    assert on_demand.timing["maps"] > 0 and reference.timing.get("maps", 0.0) < on_demand.timing["maps"]
+@pytest.mark.parametrize("budget, held", [(4096, False), (8 * 2**20, True)])
+def test_the_same_circuit_under_a_tiny_and_a_large_memory_budget(images, reference, budget, held):
+    """A 4 KiB budget keeps nothing from the scan and streams every layer's maps per block. With 8 MiB
+    the scan keeps conv4's maps of all of D (0.9 MiB; its share is 4 MiB, conv4 + conv3 need 4.6), conv3's
+    top-k maps (3.7 MiB) are computed once and held, conv2's (7.4 MiB) are streamed."""
+    run = extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS, progress=False,
+                          memory_budget=budget)
+    assert run.timing["memory_budget_mib"] == round(budget / 2**20, 1) and run.timing["peak_rss_mib"] > 0
+    assert run.timing["maps"] > 0 and reference.timing.get("maps", 0.0) < run.timing["maps"]
+    assert ("maps_held_layers" in run.timing) is held
     key = lambda e: (e.parent_layer, e.parent_index, e.parent_group, e.child_index)  # noqa: E731
     ref = {key(e): e.weight for e in reference.edges}
-    assert sorted(map(key, on_demand.edges)) == sorted(ref)
-    assert max(abs(e.weight - ref[key(e)]) for e in on_demand.edges) < 1e-5
+    assert sorted(map(key, run.edges)) == sorted(ref)
+    assert max(abs(e.weight - ref[key(e)]) for e in run.edges) < 1e-5
+    assert [[g.patches for g in n.semantic_groups] for n in run.neurons] == \
+        [[g.patches for g in n.semantic_groups] for n in reference.neurons]
+
+
+def test_memory_budget_text_is_parsed_and_bad_text_refused(images):
+    from neurflow_graph.extraction.budget import parse_memory
+
+    assert parse_memory("2GiB") == 2 * 2**30 and parse_memory("512MiB") == 512 * 2**20 and parse_memory("1.5GB") == 1.5e9
+    with pytest.raises(InputError, match="memory-budget"):
+        extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS, progress=False,
+                        memory_budget="lots")

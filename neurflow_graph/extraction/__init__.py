@@ -10,9 +10,10 @@ See docs/extraction.md and docs/circuit-format.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from neurflow_graph.errors import InputError
+from neurflow_graph.extraction.budget import parse_memory
 from neurflow_graph.extraction.params import ExtractParams, validate_params
 
 if TYPE_CHECKING:
@@ -25,12 +26,16 @@ __all__ = ["ExtractParams", "extract_circuit"]
 
 def extract_circuit(*, model: "LoadedModel", images: Sequence["ImageRecord"], class_index: int,
                     params: ExtractParams, run_dir: Path | None = None, resume: bool = False,
-                    progress: bool = True) -> "Circuit":
+                    progress: bool = True, memory_budget: int | str | None = None,
+                    on_layer: Callable[[dict[str, Any]], None] | None = None) -> "Circuit":
     """Extract the NeurFlow circuit of class ``class_index`` from ``images`` (D_c).
 
     With ``run_dir``, per-layer checkpoints go to ``run_dir/checkpoints`` and the circuit to
     ``run_dir/circuit.json`` (written last, atomically); ``resume=True`` skips the layers an
     interrupted run with the same inputs and parameters finished. ``progress`` shows tqdm bars.
+    ``memory_budget`` (bytes, or text such as ``"2GiB"``) bounds cached layer maps and gradient
+    tensors; None sizes it from the device (``extraction.budget``). It is not a parameter of the run:
+    the circuit's timing records it and the peak memory. ``on_layer(info)`` is called after each layer.
     """
     from neurflow_graph.extraction.circuit_builder import build_circuit, check_images
 
@@ -44,5 +49,7 @@ def extract_circuit(*, model: "LoadedModel", images: Sequence["ImageRecord"], cl
         raise InputError(f"class_index must be a non-negative integer, got {class_index!r}")
     validate_params(params, layers=layers)
     check_images(images)
+    budget = parse_memory(memory_budget) if memory_budget is not None else None
     return build_circuit(model=model, images=list(images), class_index=class_index, params=params,
-                         run_dir=Path(run_dir) if run_dir is not None else None, resume=resume, progress=progress)
+                         run_dir=Path(run_dir) if run_dir is not None else None, resume=resume, progress=progress,
+                         memory_budget=budget, on_layer=on_layer)

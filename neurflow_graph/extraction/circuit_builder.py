@@ -18,7 +18,7 @@ import random
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ from neurflow_graph.circuit import (
 from neurflow_graph.errors import ExtractionError, ImageError, InputError
 from neurflow_graph.extraction import importance
 from neurflow_graph.extraction.activations import scan_activations
+from neurflow_graph.extraction.budget import device_budget, grad_budget, peak_memory
+from neurflow_graph.extraction.layer_order import check_layer_order
 from neurflow_graph.extraction.integrated_gradients import SliceAttributor, quadrature
 from neurflow_graph.extraction.ig_graph import choose_slots
 from neurflow_graph.extraction.neuron_groups import NeuronGrouper, group_vectors
@@ -40,8 +42,9 @@ from neurflow_graph.extraction.semantic_groups import SemanticGrouper
 from neurflow_graph.extraction.slicing import TracedModel, layer_slice, prefix, trace_layers
 
 
-# Full maps of the IG input layers kept from the scan when all of D fits this budget (else on demand).
-MAP_CACHE_BYTES = 256 * 2**20
+# Share of the memory budget for full maps kept from the scan (all of D, top layers first); the rest
+# holds the maps of one layer's top-k patches (U) between the blocks of integrated gradients.
+SCAN_MAP_SHARE = 0.5
 
 
 class _Timer:
@@ -133,15 +136,47 @@ def software_versions(device: torch.device) -> dict[str, str]:
             "device": str(device)}
 
 
-def patch_source(*, model: Any, images: Sequence[Any], params: ExtractParams) -> PatchSource:
+def patch_source(*, model: Any, images: Sequence[Any], params: ExtractParams,
+                 device: torch.device | str = "cpu") -> PatchSource:
     """The patch set D of ``images`` (crops and stride of ``params``), resized to :func:`patch_size`;
-    ``.plan`` has the boxes, ``.batch(ids)`` gives ``(B, 3, H, W)`` model inputs."""
+    ``.plan`` has the boxes, ``.batch(ids)`` gives ``(B, 3, H, W)`` model inputs on ``device``.
+
+    With "weights" preprocessing (``model.spec.preprocess``) the windows are laid over each image's
+    preprocessed frame (resize + centre crop, ``input_size`` square) and cut from it (sec. 3.3: patches
+    of the images the model sees); their boxes are stored in source-image pixels."""
     check_images(images)
     paths = [img.path for img in images]
     sizes = [image_size(p) for p in paths]
+    spec = model.spec
+    if getattr(spec, "preprocess", "squash") == "weights":
+        from neurflow_graph.models.resample import center_crop_box, frame_to_source, resized_shorter
+
+        side = int(spec.input_size)
+        framed = plan_patches(image_sizes=[(side, side)] * len(sizes), crop_fractions=params.crop_fractions,
+                              stride_fraction=params.stride_fraction)
+        boxes = np.empty_like(framed.boxes)
+        for i, (w, h) in enumerate(sizes):
+            rh, rw = resized_shorter(h, w, int(spec.resize_size))
+            top, left = center_crop_box(rh, rw, side)
+            rows = framed.image == i
+            boxes[rows] = frame_to_source(framed.boxes[rows], source=(w, h), resized=(rw, rh), offset=(left, top))
+        plan = PatchPlan(image=framed.image, boxes=boxes, frame_boxes=framed.boxes)
+        return PatchSource(paths=paths, plan=plan, size=(side, side), preprocess=model.preprocess, device=device)
     plan = plan_patches(image_sizes=sizes, crop_fractions=params.crop_fractions,
                         stride_fraction=params.stride_fraction)
-    return PatchSource(paths=paths, plan=plan, size=patch_size(model, sizes), preprocess=model.preprocess)
+    return PatchSource(paths=paths, plan=plan, size=patch_size(model, sizes), preprocess=model.preprocess,
+                       device=device)
+
+
+def run_params(model: Any, params: ExtractParams) -> dict[str, Any]:
+    """The run's recorded parameters: ``params.to_json()`` plus, for registry torchvision models, the
+    preprocessing under ``"preprocess"`` (mode, sizes, mean/std, whose transforms)."""
+    out = params.to_json()
+    record = getattr(model.spec, "preprocess_record", None)
+    extra = record() if callable(record) else None
+    if extra is not None:
+        out["preprocess"] = extra
+    return out
 
 
 # ---------------------------------------------------------------------------- one layer
@@ -168,11 +203,15 @@ def concepts(*, phi_layer: np.ndarray, r: np.ndarray, targets: Sequence[int], pa
 
 def _attribute_layer(*, traced: TracedModel, lower: str, upper: str, concepts: dict[int, dict[str, Any]],
                      source: PatchSource, params: ExtractParams, device: torch.device, timer: _Timer,
-                     progress: bool, cached: torch.Tensor | None = None) -> dict[int, dict[str, np.ndarray]]:
+                     progress: bool, cached: torch.Tensor | None = None, budget: int | None = None
+                     ) -> dict[int, dict[str, np.ndarray]]:
     """IG from ``lower`` to every target of ``upper``, reduced per target to
     ``abs_sum`` (C,), ``signed_sum`` (C,) and ``groups`` (n_groups, C) over its concept's patches.
 
-    ``cached``: maps of ``lower`` for all patches kept by the scan, else computed here on demand."""
+    ``cached``: maps of ``lower`` for all patches kept by the scan. Otherwise the maps of the patches
+    of the concepts (U) are computed once with the fx prefix and held when they fit ``budget`` bytes
+    (half of it; the rest bounds the gradient tensors), else streamed per block of copies."""
+    budget = int(budget if budget is not None else device_budget(device))
     slice_gm = layer_slice(traced=traced, lower=lower, upper=upper)
     prefix_gm = prefix(traced=traced, layer=lower)
     targets_of: dict[int, list[int]] = {}
@@ -183,16 +222,28 @@ def _attribute_layer(*, traced: TracedModel, lower: str, upper: str, concepts: d
             position[(a, p)] = pos
     patches = sorted(targets_of, key=lambda p: (-len(targets_of[p]), p))
 
+    def compute(ids: Sequence[int]) -> torch.Tensor:
+        parts = [prefix_gm(source.batch(ids[i:i + params.max_batch]).to(device))
+                 for i in range(0, len(ids), params.max_batch)]
+        return torch.cat(parts)
+
+    held: dict[str, Any] = {}
+
     def maps_of(ids: Sequence[int]) -> torch.Tensor:
         with timer.phase("maps"), torch.no_grad():
             if cached is not None:
                 return cached[torch.as_tensor(list(ids), dtype=torch.long)].to(device)
-            parts = [prefix_gm(source.batch(ids[i:i + params.max_batch]).to(device))
-                     for i in range(0, len(ids), params.max_batch)]
-            return torch.cat(parts)
+            if "maps" in held:
+                return held["maps"][torch.as_tensor([held["row"][p] for p in ids], dtype=torch.long, device=device)]
+            return compute(ids)
 
-    attributor = SliceAttributor(slice_gm)
-    attributor.prepare(maps_of(patches[:1]))
+    attributor = SliceAttributor(slice_gm, grad_budget=grad_budget(budget))
+    first = maps_of(patches[:1])
+    if cached is None and first[:1].numel() * first.element_size() * len(patches) <= budget // 2:
+        with timer.phase("maps"), torch.no_grad():  # U fits: one prefix pass over it, kept for every block
+            held["maps"], held["row"] = compute(patches), {p: i for i, p in enumerate(patches)}
+        timer.totals["maps_held_layers"] = timer.totals.get("maps_held_layers", 0.0) + 1.0
+    attributor.prepare(first)
     steps = attributor.steps_needed(params.ig_steps)
     slots = choose_slots(targets_per_patch=[len(targets_of[p]) for p in patches], costs=attributor.costs,
                          steps=steps, cap=attributor.slots_fit)
@@ -242,7 +293,8 @@ def _attribute_layer(*, traced: TracedModel, lower: str, upper: str, concepts: d
 
 def _process_layer(*, index: int, layers: Sequence[str], targets: Sequence[int], phi: dict[str, np.ndarray],
                    traced: TracedModel, source: PatchSource, params: ExtractParams, device: torch.device,
-                   timer: _Timer, progress: bool, cached: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+                   timer: _Timer, progress: bool, cached: dict[str, torch.Tensor] | None = None,
+                   budget: int | None = None) -> dict[str, Any]:
     """Checkpointable results of layer ``index``: per target its concept, semantic labels, core
     neurons (best first) and the raw scores T(a, s, V_{a,j}) of those cores per group."""
     layer = layers[index]
@@ -254,7 +306,7 @@ def _process_layer(*, index: int, layers: Sequence[str], targets: Sequence[int],
     if lower is not None and targets:
         acc = _attribute_layer(traced=traced, lower=lower, upper=layer, concepts=found, source=source,
                                params=params, device=device, timer=timer, progress=progress,
-                               cached=(cached or {}).get(lower))
+                               cached=(cached or {}).pop(lower, None), budget=budget)
     neurons = [layer_entry(neuron=a, concept=found[a], sums=acc[a] if lower is not None else None, lower=lower,
                            params=params) for a in targets]
     return {"layer": layer, "neurons": neurons}
@@ -348,69 +400,92 @@ def assemble_circuit(*, model: Any, images: Sequence[Any], class_index: int, par
     return Circuit(
         model=ModelInfo(name=model.spec.name, layers=layers, weights_sha256=getattr(model, "weights_sha256", None)),
         class_=ClassInfo(index=int(class_index), name=str(model.class_name(class_index))),
-        params=params.to_json(), neurons=neurons, edges=edges, neuron_groups=groups, group_edges=group_edges,
+        params=run_params(model, params), neurons=neurons, edges=edges, neuron_groups=groups, group_edges=group_edges,
         patches=patches, images=image_refs, timing=timing, software=software_versions(torch.device(model.device)),
         created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
 
 
 def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
-                  run_dir: Any, resume: bool, progress: bool) -> Circuit:
+                  run_dir: Any, resume: bool, progress: bool, memory_budget: int | None = None,
+                  on_layer: Callable[[dict[str, Any]], None] | None = None) -> Circuit:
     """The whole extraction; inputs already validated by ``extract_circuit``. ``params.seed`` seeds
-    torch, numpy and random for the run only: the caller's generator states are restored."""
+    torch, numpy and random for the run only: the caller's generator states are restored.
+
+    ``memory_budget``: bytes for cached maps and gradient tensors (default: :func:`device_budget`).
+    ``on_layer(info)`` is called after each layer with ``index``, ``layer``, ``targets``, ``seconds``
+    and the peak memory so far (``peak_rss_mib``, ``peak_cuda_mib`` on CUDA)."""
     timer = _Timer()
     layers = list(model.spec.layers)
     module, device = model.module, torch.device(model.device)
-    with _seeded(params.seed, device):
-        with timer.phase("patches"):
-            source = patch_source(model=model, images=images, params=params)
-        ckpt = Checkpoints(run_dir=run_dir, fingerprint=fingerprint(
-            model_name=model.spec.name, layers=layers, weights=weights_id(model), size=source.size,
-            mean=getattr(model.spec, "mean", None), std=getattr(model.spec, "std", None), class_index=class_index,
-            image_hashes=[img.sha256 for img in images], params=params.to_json()), resume=resume)
-
-        with frozen(module):
-            with timer.phase("trace"):
-                traced = trace_layers(module=module, layers=layers)
-            phi = ckpt.load_scan(layers)
-            cached: dict[str, torch.Tensor] = {}
-            if phi is None:
-                with timer.phase("scan"):
-                    bar = tqdm(total=len(source.plan), desc="activation scan", unit="patch", disable=not progress,
-                               leave=False)
-                    try:
-                        phi, cached = scan_activations(module=module, layers=layers, n_patches=len(source.plan),
-                                                       batches=source.batch, device=device,
-                                                       batch_size=params.max_batch, on_batch=bar.update,
-                                                       map_layers=layers[1:], map_budget=MAP_CACHE_BYTES)
-                    finally:
-                        bar.close()
-                ckpt.save_scan(phi, layers)
-            n_logits = phi[layers[0]].shape[1]
-            if not 0 <= class_index < n_logits:
-                raise InputError(f"class index {class_index} is out of range: the logit layer {layers[0]!r} has "
-                                 f"{n_logits} outputs (0..{n_logits - 1})")
-
-            results: list[dict[str, Any]] = []
-            targets: list[int] = [class_index]
-            for i, layer in enumerate(layers):
-                if not targets:
-                    break
-                result = ckpt.load_layer(i)
-                if result is None or [n["index"] for n in result["neurons"]] != list(targets):
-                    result = _process_layer(index=i, layers=layers, targets=targets, phi=phi, traced=traced,
-                                            source=source, params=params, device=device, timer=timer,
-                                            progress=progress, cached=cached)
-                    ckpt.save_layer(i, result)
-                results.append(result)
-                targets = sorted({c for n in result["neurons"] for c in n["cores"]})
-
-        circuit = assemble_circuit(model=model, images=images, class_index=class_index, params=params,
-                                   layer_results=results, phi=phi, plan=source.plan, timer=timer)
+    budget = int(memory_budget) if memory_budget is not None else device_budget(device)
+    with _seeded(params.seed, device), peak_memory(device) as peak:
+        circuit = _build(model=model, images=images, class_index=class_index, params=params, run_dir=run_dir,
+                         resume=resume, progress=progress, budget=budget, on_layer=on_layer, timer=timer,
+                         layers=layers, module=module, device=device, peak=peak)
     if run_dir is not None:
         from neurflow_graph.viz.exemplars import write_exemplars
 
         write_exemplars(circuit=circuit, run_dir=run_dir)  # before circuit.json: a finished run has its mosaics
         circuit.save(run_dir)
+    return circuit
+
+
+def _build(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams, run_dir: Any,
+           resume: bool, progress: bool, budget: int, on_layer: Callable[[dict[str, Any]], None] | None,
+           timer: _Timer, layers: list[str], module: torch.nn.Module, device: torch.device, peak: Any) -> Circuit:
+    """The body of :func:`build_circuit` (seeded, memory watched by ``peak``)."""
+    with timer.phase("patches"):
+        source = patch_source(model=model, images=images, params=params, device=device)
+    ckpt = Checkpoints(run_dir=run_dir, fingerprint=fingerprint(
+        model_name=model.spec.name, layers=layers, weights=weights_id(model), size=source.size,
+        mean=getattr(model.spec, "mean", None), std=getattr(model.spec, "std", None), class_index=class_index,
+        image_hashes=[img.sha256 for img in images], params=run_params(model, params)), resume=resume)
+
+    with frozen(module):
+        with timer.phase("trace"):
+            check_layer_order(module=module, layers=layers, input_size=source.size, device=device)
+            traced = trace_layers(module=module, layers=layers)
+        phi = ckpt.load_scan(layers)
+        cached: dict[str, torch.Tensor] = {}
+        if phi is None:
+            with timer.phase("scan"):
+                bar = tqdm(total=len(source.plan), desc="activation scan", unit="patch", disable=not progress,
+                           leave=False)
+                try:
+                    phi, cached = scan_activations(module=module, layers=layers, n_patches=len(source.plan),
+                                                   batches=source.batch, device=device,
+                                                   batch_size=params.max_batch, on_batch=bar.update,
+                                                   map_layers=layers[1:],
+                                                   map_budget=budget * SCAN_MAP_SHARE)
+                finally:
+                    bar.close()
+            ckpt.save_scan(phi, layers)
+        n_logits = phi[layers[0]].shape[1]
+        if not 0 <= class_index < n_logits:
+            raise InputError(f"class index {class_index} is out of range: the logit layer {layers[0]!r} has "
+                             f"{n_logits} outputs (0..{n_logits - 1})")
+
+        results: list[dict[str, Any]] = []
+        targets: list[int] = [class_index]
+        for i, layer in enumerate(layers):
+            if not targets:
+                break
+            started = time.perf_counter()
+            result = ckpt.load_layer(i)
+            if result is None or [n["index"] for n in result["neurons"]] != list(targets):
+                result = _process_layer(index=i, layers=layers, targets=targets, phi=phi, traced=traced,
+                                        source=source, params=params, device=device, timer=timer,
+                                        progress=progress, cached=cached, budget=budget)
+                ckpt.save_layer(i, result)
+            results.append(result)
+            if on_layer is not None:
+                on_layer({"index": i, "layer": layer, "targets": len(targets),
+                          "seconds": time.perf_counter() - started, **peak.read()})
+            targets = sorted({c for n in result["neurons"] for c in n["cores"]})
+
+    circuit = assemble_circuit(model=model, images=images, class_index=class_index, params=params,
+                               layer_results=results, phi=phi, plan=source.plan, timer=timer)
+    circuit.timing.update({**peak.read(), "memory_budget_mib": round(budget / 2**20, 1)})
     return circuit
 
 

@@ -101,7 +101,8 @@ class SliceAttributor:
 
     Call :meth:`prepare` with one example row of maps, then :meth:`attribute` per block."""
 
-    def __init__(self, slice_module: fx.GraphModule) -> None:
+    def __init__(self, slice_module: fx.GraphModule, *, grad_budget: float = GRAD_BUDGET_BYTES) -> None:
+        self.grad_budget = float(grad_budget)  # bytes of per-slot gradient tensors per chunk / block
         slice_module = ig_graph.fold_batchnorm(slice_module)
         graph = slice_module.graph
         kinds = ig_graph.head_kinds(graph, slice_module)
@@ -184,16 +185,19 @@ class SliceAttributor:
         """Quadrature points actually evaluated (1 when the slice is affine along the path)."""
         return 1 if self.collapsible else steps
 
-    def rows_per_chunk(self, slots: int, max_rows: int, budget: float = GRAD_BUDGET_BYTES) -> int:
+    def rows_per_chunk(self, slots: int, max_rows: int, budget: float | None = None) -> int:
         per_row = slots * self._slot_row_bytes + self._row_bytes
+        budget = self.grad_budget if budget is None else budget
         return int(max(1, min(max_rows, budget // max(per_row, 1.0))))
 
-    def copies_per_block(self, slots: int, max_rows: int, budget: float = GRAD_BUDGET_BYTES) -> int:
+    def copies_per_block(self, slots: int, max_rows: int, budget: float | None = None) -> int:
         per_copy = slots * self._copy_slot_bytes + self._copy_bytes
+        budget = self.grad_budget if budget is None else budget
         return int(max(1, min(max_rows, budget // max(per_copy, 1.0))))
 
-    def slots_fit(self, slots: int, budget: float = GRAD_BUDGET_BYTES) -> bool:
+    def slots_fit(self, slots: int, budget: float | None = None) -> bool:
         """Whether one row with ``slots`` targets fits the budget."""
+        budget = self.grad_budget if budget is None else budget
         return slots * max(self._slot_row_bytes, self._copy_slot_bytes) <= budget
 
     # ------------------------------------------------------------------ computation

@@ -25,10 +25,13 @@ _IMAGE_CACHE = 16
 
 @dataclass(frozen=True)
 class PatchPlan:
-    """Geometry of D. ``image``: (P,) index into the image list; ``boxes``: (P, 4) int64."""
+    """Geometry of D. ``image``: (P,) index into the image list; ``boxes``: (P, 4) int64 in source-image
+    pixels (what the circuit stores). ``frame_boxes``: (P, 4) the same boxes in the preprocessed
+    image the pixels are cut from ("weights" preprocessing); None when pixels are cut from the source."""
 
     image: np.ndarray
     boxes: np.ndarray
+    frame_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -81,16 +84,26 @@ class PatchSource:
     """Pixels of the patches of a :class:`PatchPlan`, as the model sees them.
 
     ``size`` is ``(width, height)`` every crop is resized to; ``preprocess`` maps a PIL image of
-    that size to ``(3, height, width)``.
+    that size to ``(3, height, width)``. When ``preprocess`` is a LoadedModel's own (the usual case),
+    the tensor pipeline runs: each image is decoded once (and, for "weights" preprocessing, resized
+    and centre-cropped once) into a uint8 frame kept on ``device``; a batch is cut from the frames
+    by index arithmetic (one gather per crop size), resized with Pillow's exact bilinear weights as
+    matrix products (``neurflow_graph.models.resample``) and normalised, with no loop per patch.
+    Any other callable gets the per-patch PIL path (crop, resize, ``preprocess``).
     """
 
     def __init__(self, *, paths: Sequence[Path], plan: PatchPlan, size: tuple[int, int],
-                 preprocess: Any) -> None:
+                 preprocess: Any, device: torch.device | str = "cpu") -> None:
         self.paths = [Path(p) for p in paths]
         self.plan = plan
         self.size = (int(size[0]), int(size[1]))
         self.preprocess = preprocess
+        self.device = torch.device(device)
         self._cache: OrderedDict[int, Image.Image] = OrderedDict()
+        owner = getattr(preprocess, "__self__", None)
+        self._model = owner if callable(getattr(owner, "frame", None)) and callable(getattr(owner, "normalize", None)) \
+            else None
+        self._frames: dict[int, torch.Tensor] = {}
 
     def _image(self, index: int) -> Image.Image:
         from neurflow_graph.datasets.images import load_rgb
@@ -104,11 +117,58 @@ class PatchSource:
             self._cache.popitem(last=False)
         return im
 
+    def _frame(self, index: int) -> torch.Tensor:
+        """``(3, H, W)`` uint8 on ``device``: the decoded image, or its preprocessed frame when the
+        plan cuts patches from one. Decoded once; frames are small (the model's input size)."""
+        if index not in self._frames:
+            from neurflow_graph.datasets.images import load_rgb
+
+            x = torch.from_numpy(np.array(load_rgb(self.paths[index]), dtype=np.uint8)).permute(2, 0, 1)
+            if self.plan.frame_boxes is not None:
+                x = self._model.frame(x)
+            self._frames[index] = x.contiguous().to(self.device)
+        return self._frames[index]
+
     def batch(self, ids: Sequence[int] | np.ndarray) -> torch.Tensor:
-        """(B, 3, H, W) float tensor (CPU) of the patches ``ids``, in that order."""
+        """(B, 3, H, W) float tensor (on ``device``) of the patches ``ids``, in that order."""
+        width, height = self.size
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._model is None:
+            return self._batch_pil(ids).to(self.device)
+        if len(ids) == 0:
+            return torch.empty(0, 3, height, width, device=self.device)
+        boxes = (self.plan.frame_boxes if self.plan.frame_boxes is not None else self.plan.boxes)[ids]
+        images = self.plan.image[ids]
+        out = torch.empty(len(ids), 3, height, width, dtype=torch.uint8, device=self.device)
+        sizes = np.stack([boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1)
+        # one group per (crop height, crop width, frame shape): a gather, then one batched resize
+        frames = {int(i): self._frame(int(i)) for i in np.unique(images)}
+        shape_of = np.array([frames[int(i)].shape[1] * 100003 + frames[int(i)].shape[2] for i in images])
+        keys = np.stack([sizes[:, 0], sizes[:, 1], shape_of], axis=1)
+        uniq, group = np.unique(keys, axis=0, return_inverse=True)
+        for g in range(len(uniq)):
+            rows = np.flatnonzero(group.reshape(-1) == g)
+            ch, cw = int(uniq[g][0]), int(uniq[g][1])
+            members = sorted({int(i) for i in images[rows]})
+            stack = torch.stack([frames[i] for i in members])                       # (n, 3, H, W)
+            slot = torch.as_tensor(np.searchsorted(members, images[rows]), device=self.device)
+            y = torch.as_tensor(boxes[rows, 1], device=self.device)[:, None] + torch.arange(ch, device=self.device)
+            x = torch.as_tensor(boxes[rows, 0], device=self.device)[:, None] + torch.arange(cw, device=self.device)
+            crops = stack[slot[:, None, None], :, y[:, :, None], x[:, None, :]]      # (b, ch, cw, 3)
+            crops = crops.permute(0, 3, 1, 2).contiguous()
+            from neurflow_graph.models.resample import resize_uint8
+
+            out[torch.as_tensor(rows, device=self.device)] = resize_uint8(crops, height, width)
+        return self._model.normalize(out)
+
+    def _batch_pil(self, ids: np.ndarray) -> torch.Tensor:
+        """The per-patch path for a preprocess callable that is not a LoadedModel's (crop the source
+        image, resize, call); such a callable has no preprocessed frame to cut from."""
+        if self.plan.frame_boxes is not None:
+            raise ExtractionError("patches cut from a preprocessed frame need a LoadedModel's preprocess")
         width, height = self.size
         out = []
-        for pid in np.asarray(ids, dtype=np.int64).tolist():
+        for pid in ids.tolist():
             im = self._image(int(self.plan.image[pid]))
             crop = im.crop(tuple(int(v) for v in self.plan.boxes[pid]))
             if crop.size != (width, height):
@@ -120,3 +180,9 @@ class PatchSource:
                                       f"(3, {height}, {width}); preprocess must not crop")
             out.append(t)
         return torch.stack(out) if out else torch.empty(0, 3, height, width)
+
+
+def reference_batch(source: PatchSource, ids: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """The per-patch PIL implementation (crop the source image, PIL bilinear resize, ``preprocess``)
+    that the tensor pipeline replaced; kept as the oracle the tests compare it with."""
+    return source._batch_pil(np.asarray(ids, dtype=np.int64))

@@ -53,6 +53,28 @@ class ModelSpec:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     class_names: list[str] | None = None
+    # "squash": the whole image resized to input_size x input_size (the demo, custom models, an explicit
+    # --input-size). "weights": the torchvision weights' own transforms: shorter side resized to
+    # resize_size, centre crop of input_size (e.g. 256 / 224 for ImageNet weights), then mean/std.
+    preprocess: str = "squash"
+    resize_size: int | None = None
+    transforms_of: str | None = None       # the weights enum member whose transforms() these are
+
+    def preprocess_record(self) -> dict[str, Any] | None:
+        """What the run's parameters record about the preprocessing (``params["preprocess"]``): for
+        registry torchvision models only (custom models and the demo keep their records unchanged)."""
+        if self.name not in _TORCHVISION:
+            return None
+        record: dict[str, Any] = {"mode": self.preprocess, "input_size": self.input_size,
+                                  "mean": list(self.mean) if self.mean is not None else None,
+                                  "std": list(self.std) if self.std is not None else None,
+                                  "interpolation": "bilinear"}
+        if self.preprocess == "weights":
+            record.update(resize_size=self.resize_size, crop_size=self.input_size, transforms_of=self.transforms_of)
+        return record
+
+
+PREPROCESS_MODES: tuple[str, ...] = ("weights", "squash")
 
 
 @dataclass(frozen=True)
@@ -107,16 +129,36 @@ class LoadedModel:
             self._std = torch.tensor(s.std if s.std is not None else (1.0,), dtype=torch.float32)[:, None, None]
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> ``(3, S, S)`` float tensor on CPU: RGB, resized to ``spec.input_size``
-        (the whole image, no crop; own size when None), scaled to [0, 1], then normalized."""
+        """PIL image -> ``(3, S, S)`` float tensor on CPU: RGB, then ``spec.preprocess``: "squash"
+        resizes the whole image to ``spec.input_size`` (no crop; own size when None), "weights"
+        resizes the shorter side to ``spec.resize_size`` and centre-crops ``spec.input_size`` (as the
+        torchvision weights' ``transforms()``); scaled to [0, 1], then normalized."""
         if image.mode != "RGB":
             image = image.convert("RGB")
-        size = self.spec.input_size
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return self.normalize(self.frame(x))
+
+    def frame(self, image: torch.Tensor) -> torch.Tensor:
+        """The preprocessed image before normalisation: ``(3, H, W)`` uint8 -> ``(3, S, S)`` uint8
+        (squash to input_size, or resize + centre crop); patches are cropped from it in "weights" mode."""
+        from neurflow_graph.models.resample import center_crop_box, resize_uint8, resized_shorter
+
+        s = self.spec
+        if s.preprocess == "weights" and s.resize_size is not None and s.input_size is not None:
+            h, w = resized_shorter(int(image.shape[1]), int(image.shape[2]), s.resize_size)
+            resized = resize_uint8(image[None], h, w)[0]
+            top, left = center_crop_box(h, w, s.input_size)
+            return resized[:, top:top + s.input_size, left:left + s.input_size]
+        if s.input_size is not None:
+            return resize_uint8(image[None], s.input_size, s.input_size)[0]
+        return image
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(..., 3, H, W)`` -> float32 in [0, 1], then ``(x - mean) / std`` when the spec has them."""
+        x = x.float().div_(255.0)
         if self._mean is not None:
-            x = (x - self._mean) / self._std
+            mean, std = self._mean.to(x.device), self._std.to(x.device)
+            x = (x - mean) / std
         return x
 
     @property
@@ -180,7 +222,8 @@ def resolve_device(device: str | None) -> torch.device:
 def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] | None = None,
                input_size: int | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, device: str | None = None, trust_pickle: bool = False,
-               class_names: Sequence[str] | None = None, require_layers: bool = True) -> LoadedModel:
+               class_names: Sequence[str] | None = None, require_layers: bool = True,
+               preprocess: str | None = None) -> LoadedModel:
     """Build, weight and validate a model.
 
     ``name``: a registry name (:data:`REGISTRY_NAMES`), ``package.module:factory`` or
@@ -191,7 +234,10 @@ def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] |
     a pickled module, is read only with ``trust_pickle=True`` (unpickling can run code). ``layers``
     replaces the spec's list (required for custom models unless ``require_layers=False``, which
     only ``neurflow-graph layers`` uses). ``input_size``/``mean``/``std``/``class_names`` override
-    the spec's preprocessing and names.
+    the spec's preprocessing and names. ``preprocess``: None (registry torchvision models use their
+    weights' ``transforms()`` - for random init those of the DEFAULT weights - unless ``input_size``
+    is given, which squashes the whole image to that size; others squash), ``"weights"`` or
+    ``"squash"`` (the whole image resized to the input size, no crop).
     """
     name = (name or "").strip()
     if not name:
@@ -205,6 +251,15 @@ def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] |
         raise InputError(f"std values must be > 0, got {std}")
     weights = weights.strip() if isinstance(weights, str) and weights.strip() else None
     names = _opt_names(class_names, what="--class-names") if class_names is not None else None
+    if preprocess is not None and preprocess not in PREPROCESS_MODES:
+        raise InputError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {preprocess!r}")
+    if preprocess == "weights" and name not in _TORCHVISION:
+        raise InputError(f"--preprocess weights needs torchvision weights' transforms, which {name or 'this model'} "
+                         f"has not; use --preprocess squash with --input-size/--mean/--std (registry models with "
+                         f"weights transforms: {', '.join(_TORCHVISION)})")
+    if preprocess == "weights" and input_size is not None:
+        raise InputError("--input-size squashes the whole image to N x N, while --preprocess weights uses the "
+                         "weights' own resize and centre crop; give one of them")
 
     if name in _TORCHVISION:
         module, spec, sha, source = _load_torchvision(name, weights, trust_pickle)
@@ -221,6 +276,8 @@ def load_model(*, name: str, weights: str | None = None, layers: Sequence[str] |
                    mean=mean if mean is not None else spec.mean,
                    std=std if std is not None else spec.std,
                    class_names=names if names is not None else spec.class_names)
+    if spec.preprocess == "weights" and (preprocess == "squash" or input_size is not None):
+        spec = replace(spec, preprocess="squash", resize_size=None, transforms_of=None)
     if spec.layers or require_layers:
         _validate_layers(module, spec.layers, model=spec.name)
         width = _logit_width(module, spec.layers[0])
@@ -380,7 +437,7 @@ def _load_torchvision(name: str, weights: str | None,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             module = _build_torchvision(name, pretrained_layout=False, num_classes=1000)
-        return module, spec, None, "random init"
+        return module, _with_transforms(spec, name, None), None, "random init"
 
     member = _weights_enum_member(name, weights) if not Path(weights).exists() else None
     if member is not None:
@@ -399,7 +456,22 @@ def _load_torchvision(name: str, weights: str | None,
         num_classes = int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else 1000
     module = _build_torchvision(name, pretrained_layout=member is not None, num_classes=num_classes)
     _load_state_dict(module, state, what=source, model=name)
-    return module, spec, state_dict_sha256(module.state_dict()), source
+    return module, _with_transforms(spec, name, member), state_dict_sha256(module.state_dict()), source
+
+
+def _with_transforms(spec: ModelSpec, name: str, member: Any | None) -> ModelSpec:
+    """``spec`` preprocessing as ``member.transforms()`` (the DEFAULT weights' when None: random init
+    and unrecognised files): resize, centre crop, mean, std. Only metadata; nothing is downloaded."""
+    import torchvision
+
+    member = member if member is not None else torchvision.models.get_model_weights(name).DEFAULT
+    t = member.transforms()
+    if str(getattr(t, "interpolation", "bilinear")).lower().rsplit(".", 1)[-1] != "bilinear":
+        raise ModelError(f"{type(member).__name__}.{member.name} transforms use {t.interpolation}; only bilinear "
+                         "is implemented; pass --preprocess squash")
+    return replace(spec, preprocess="weights", input_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
+                   mean=tuple(float(v) for v in t.mean), std=tuple(float(v) for v in t.std),
+                   transforms_of=f"{type(member).__name__}.{member.name}")
 
 
 def _build_torchvision(name: str, *, pretrained_layout: bool, num_classes: int) -> torch.nn.Module:
