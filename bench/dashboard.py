@@ -3,6 +3,7 @@ the latency of every API call the pages make.
 
     .venv/bin/python bench/dashboard.py                # 20 repeats per API call, 5 page loads
     .venv/bin/python bench/dashboard.py --repeats 50
+    .venv/bin/python bench/dashboard.py --repeats 5 --loads 3 --only circuit_groups,layout,group_members,mosaic
 
 The circuit is synthetic (``neurflow_graph.synthetic``) with the registry's ResNet50 layer list
 (``fc``, ``layer4.2`` ... ``layer3.0``, ``layer2.3``) and the widths of torchvision's ResNet50 at those
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GOAL_PAGE_S = 2.0
 GOAL_P95_MS = 200.0
+HTTP_TIMEOUT_S = 60.0
 
 
 def resnet50_shape() -> tuple[list[str], list[int]]:
@@ -111,7 +113,7 @@ def build_store(root: Path, layers: list[str], widths: list[int], cache: Path) -
 
 def timed_get(url: str) -> tuple[float, int, bytes]:
     t = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=30) as r:
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
         body = r.read()
         status = r.status
     return (time.perf_counter() - t) * 1000, status, body
@@ -174,6 +176,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--loads", type=int, default=5)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated API call names to time (default: all), e.g. circuit_groups,layout,group_members,mosaic")
     args = ap.parse_args()
 
     from neurflow_graph.store.falkor import stop_server
@@ -191,7 +195,8 @@ def main() -> None:
     print(f"circuit of class_000: {stats['neurons']} neurons, {stats['edges']} edges, {stats['neuron_groups']} "
           f"neuron groups, {stats['group_edges']} group edges; store built in {time.perf_counter() - t:.1f} s")
     store = open_store(url)
-    server = DashboardServer(api=DashboardApi(store), port=0).start()
+    api = DashboardApi(store)
+    server = DashboardServer(api=api, port=0).start()
     try:
         run = stats["runs"][0]
         runs = store.read("MATCH (r:Run)-[:OF_MODEL]->(m:Model) RETURN r.uid AS run, m.uid AS model")
@@ -205,27 +210,55 @@ def main() -> None:
         ready = sorted(x["ready_ms"] for x in loads)
         print(f"\nclass-circuit page, {args.loads} fresh loads in headless Chromium: {loads[0]['groups']} groups, "
               f"{loads[0]['edges']} edges drawn")
-        print(f"interactive after (navigation start -> graph drawn, handlers attached): median "
-              f"{statistics.median(ready):.0f} ms, max {ready[-1]:.0f} ms (goal < {GOAL_PAGE_S * 1000:.0f} ms)")
+        print(f"interactive after (navigation start -> graph drawn, handlers attached): first load "
+              f"{loads[0]['ready_ms']:.0f} ms (cold browser, empty server cache), median {statistics.median(ready):.0f} ms, "
+              f"max {ready[-1]:.0f} ms (goal < {GOAL_PAGE_S * 1000:.0f} ms)")
         print(f"click a group -> its exemplar mosaic loaded: median {statistics.median(x['click_ms'] for x in loads):.0f} ms")
         calls = api_calls(server.url, run, model_a, model_b)
-        print(f"\nAPI latency over {args.repeats} calls each (after one warm-up), ms:")
-        print(f"{'call':40s} {'p50':>8s} {'p95':>8s} {'max':>8s}  bytes")
-        worst = 0.0
-        for name, u in calls.items():
-            timed_get(u)
+        if args.only:
+            wanted = [c.strip() for c in args.only.split(",") if c.strip()]
+            unknown = [c for c in wanted if c not in calls]
+            if unknown:
+                raise SystemExit(f"--only: unknown call {unknown[0]!r}; calls: {', '.join(calls)}")
+            calls = {k: v for k, v in calls.items() if k in wanted}
+        print(f"\nAPI latency over {args.repeats} calls each (after one warm-up), ms. 'served': as the server "
+              f"answers (layout, group_members and circuit_groups from its per-run cache after the first call); "
+              f"'uncached': the server's cache emptied before every call (the query and its JSON each time):")
+        print(f"{'call':40s} {'p50':>8s} {'p95':>8s} {'max':>8s} | {'uncached p50':>12s} {'p95':>8s} {'max':>8s}  bytes")
+        worst = worst_uncached = 0.0
+
+        def series(u: str, clear: bool) -> list[float]:
             times = []
             for _ in range(args.repeats):
+                if clear:
+                    api.clear_cache()
                 ms, status, body = timed_get(u)
-                assert status == 200, (name, status)
+                assert status == 200, (u, status)
                 times.append(ms)
-            times.sort()
-            p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+            return sorted(times)
+
+        def p95(times: list[float]) -> float:
+            return times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+
+        cacheable = ("circuit_groups", "layout", "group_members")
+        for name, u in calls.items():
+            try:
+                t_first = time.perf_counter()
+                body = timed_get(u)[2]
+            except OSError as e:  # urllib's timeout (TimeoutError) or a refused call: record it, go on
+                print(f"{name:40s} no answer within {HTTP_TIMEOUT_S:.0f} s "
+                      f"({type(e).__name__} after {time.perf_counter() - t_first:.1f} s); not repeated")
+                worst = worst_uncached = float("inf")
+                continue
+            served = series(u, False)
+            uncached = series(u, True) if name in cacheable else served  # the others are never cached
             if "not used" not in name:
-                worst = max(worst, p95)
-            print(f"{name:40s} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}  {len(body)}")
-        print(f"\nworst API p95 {worst:.1f} ms (goal < {GOAL_P95_MS:.0f} ms): {'met' if worst < GOAL_P95_MS else 'NOT met'}; "
-              f"page {'met' if ready[-1] < GOAL_PAGE_S * 1000 else 'NOT met'}")
+                worst, worst_uncached = max(worst, p95(served)), max(worst_uncached, p95(uncached))
+            print(f"{name:40s} {statistics.median(served):8.1f} {p95(served):8.1f} {served[-1]:8.1f} | "
+                  f"{statistics.median(uncached):12.1f} {p95(uncached):8.1f} {uncached[-1]:8.1f}  {len(body)}")
+        print(f"\nworst API p95 served {worst:.1f} ms, uncached {worst_uncached:.1f} ms (goal < {GOAL_P95_MS:.0f} ms): "
+              f"{'met' if worst < GOAL_P95_MS else 'NOT met'} served, {'met' if worst_uncached < GOAL_P95_MS else 'NOT met'} "
+              f"uncached; page {'met' if ready[-1] < GOAL_PAGE_S * 1000 else 'NOT met'} (every load < {GOAL_PAGE_S:.0f} s)")
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; load average "
               f"at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
     finally:

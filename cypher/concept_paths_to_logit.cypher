@@ -6,15 +6,18 @@
 // param: group int = null        -- start group id at that layer; null: every group of the layer
 // param: run string = null       -- a run uid or unique prefix; null: the latest complete run of (model, class)
 // param: limit int = 25          -- at most this many paths (at most Run.paths_per_group per start group)
-// param: source string = null    -- annotation source for labels/concepts; null: user > mllm:* > ground_truth
-// columns: run, start_group, path, labels, concepts, flows, strength, sign, abs_strength
+// param: source string = null    -- annotation source for labels/captions/concepts/evolutions; null: user > mllm:* > ground_truth
+// columns: run, start_group, path, labels, label_sources, captions, concepts, evolutions, flows, strength, sign, abs_strength
 // Path strength = product of the normalised flows f(C -> P) = W(C, P) / Σ|W| into P along the path: a
 // signed number in [-1, 1], |strength| = the share of the logit's inflow through this chain. sign = the
 // product of the hops' signs (+1: even number of inhibiting hops, -1: odd, 0: a zero hop). Ranked by
 // abs_strength descending, ties by start_group and path. The k-best paths are computed at ingest
 // (store/paths.py: dynamic programming over layers) and read here from each group's path_strength,
 // path_gids and path_flows lists, so the cost is the layer's groups x N, not the number of paths.
-// path lists the groups bottom -> top as 'layer/group_id'; labels / concepts their annotations.
+// path lists the groups bottom -> top as 'layer/group_id'; labels (label_sources: whose), captions and
+// concepts their annotations, each picked on its own by source (newest first), null where none;
+// evolutions[j] the feature evolution text of hop path[j] -> path[j+1] (as flows: one per hop; from the
+// upper group's formation answer, docs/labels.md), null where none.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.class_name = $class
@@ -31,17 +34,28 @@ WITH r, g.gid AS start_group, stride, i, strength,
      g.path_flows[i * (stride - 1) .. (i + 1) * (stride - 1)] AS flows
 UNWIND range(0, stride - 1) AS j
 MATCH (x:NeuronGroup {run: r.uid, layer: r.layers[stride - 1 - j], gid: gids[j]})
+OPTIONAL MATCH (x)-[f:FEEDS]->(y:NeuronGroup {run: r.uid})
+WHERE j < stride - 1 AND y.layer = r.layers[stride - 2 - j] AND y.gid = gids[j + 1]
+OPTIONAL MATCH (e:Annotation {target_label: 'FEEDS', key: 'feature_evolution_text'})-[:ANNOTATES]->(x)
+WHERE e.target = f.uid AND ($source IS NULL OR e.source = $source)
+WITH r, start_group, i, strength, flows, j, x, e
+ORDER BY CASE WHEN e.source = 'user' THEN 0 WHEN e.source STARTS WITH 'mllm:' THEN 1
+              WHEN e.source = 'ground_truth' THEN 2 ELSE 3 END, e.created_at DESC
+WITH r, start_group, i, strength, flows, j, x, head(collect(e.value)) AS evolution
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(x)
-WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'concept'] AND ($source IS NULL OR a.source = $source)
-WITH r, start_group, i, strength, flows, j, x, a
+WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'caption', 'concept'] AND ($source IS NULL OR a.source = $source)
+WITH r, start_group, i, strength, flows, j, x, evolution, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
-WITH r, start_group, i, strength, flows, j, x,
-     head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label,
+WITH r, start_group, i, strength, flows, j, x, evolution,
+     head(collect(CASE WHEN a.key = 'label' THEN [a.value, a.source] END)) AS label,
+     head(collect(CASE WHEN a.key = 'caption' THEN a.value END)) AS caption,
      head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept
-WITH r, start_group, i, strength, flows, j, x, label, concept ORDER BY j
+WITH r, start_group, i, strength, flows, j, x, evolution, label, caption, concept ORDER BY j
 WITH r, start_group, i, strength, flows, collect(x.layer + '/' + toString(x.gid)) AS path,
-     collect([label]) AS labels, collect([concept]) AS concepts
-RETURN r.uid AS run, start_group, path, [v IN labels | v[0]] AS labels, [v IN concepts | v[0]] AS concepts,
+     collect([label[0], label[1], caption, concept, evolution]) AS ann
+RETURN r.uid AS run, start_group, path, [v IN ann | v[0]] AS labels, [v IN ann | v[1]] AS label_sources,
+       [v IN ann | v[2]] AS captions, [v IN ann | v[3]] AS concepts,
+       [v IN ann[0 .. size(ann) - 1] | v[4]] AS evolutions,
        flows, strength, sign(strength) AS sign, abs(strength) AS abs_strength
 ORDER BY abs_strength DESC, start_group, i

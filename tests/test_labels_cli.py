@@ -519,3 +519,66 @@ def test_a_request_failing_after_retries_is_reported_and_the_others_are_stored(w
                          "again to retry the rest")
     assert world.value(neuron_group_uid(world.uid, *bad), "caption") is None
     assert all(world.value(neuron_group_uid(world.uid, *k), "caption") for k in world.groups() if k != bad)
+
+
+def test_group_queries_carry_labels_captions_and_feature_evolution(world: World) -> None:
+    """circuit_groups (what draw, serve and report show) and the paths query carry the MLLM's label,
+    caption, formation caption and per-edge feature evolution with their source, on every backend;
+    the ground-truth concept keeps its own source. Oracle: the scripted answers, which name the hash
+    of the mosaic they describe, and the strongest children computed here from circuit.group_edges."""
+    from neurflow_graph.queries.library import run_query
+
+    with world.server() as srv:
+        assert world.invoke(url=srv.url).exit_code == 0
+    rows = run_query(store=world.store, name="circuit_groups", params={"run": world.uid})
+    assert sorted((r["layer"], r["group_id"]) for r in rows) == sorted(world.groups())
+    last = world.circuit.neuron_groups[-1]
+    evolved = 0
+    for r in rows:
+        key = (r["layer"], r["group_id"])
+        tag = _tag(world.mosaic[key]["sha256"])
+        assert (r["label"], r["label_source"]) == (f"{tag}; smooth edges; warm colours", SOURCE)
+        assert (r["caption"], r["caption_source"]) == (f"Mosaic {tag} shows smooth edges in warm colours.", SOURCE)
+        if key in world.with_children():
+            assert (r["formation_caption"], r["formation_source"]) == (f"{tag} forms from curves of its children.", SOURCE)
+        else:
+            assert r["formation_caption"] is None and r["formation_source"] is None
+        if key == (last.layer, last.id):
+            assert (r["concept"], r["concept_source"]) == ("texture:stripes", "ground_truth")
+        else:
+            assert r["concept"] is None and r["concept_source"] is None
+        assert len(r["evolutions"]) == len(r["parents"]) == len(r["evolution_sources"])
+        for parent, text, src in zip(r["parents"], r["evolutions"], r["evolution_sources"]):
+            p_layer, _, p_gid = parent.rpartition("/")
+            kids_of = world.children(p_layer, int(p_gid))
+            if key not in kids_of:
+                assert text is None and src is None
+                continue
+            k = kids_of.index(key) + 2  # Group k of the parent's formation prompt
+            evolved += 1
+            assert src == SOURCE
+            assert (tag in text) if k % 2 == 0 else ("no match" in text.lower())
+    assert evolved == sum(len(world.children(*g)) for g in world.with_children()) > 0
+    # a source filter applies to every annotation column
+    (gt,) = [r for r in run_query(store=world.store, name="circuit_groups",
+                                  params={"run": world.uid, "source": "ground_truth"}) if r["concept"]]
+    assert gt["label"] is None and gt["caption"] is None and gt["concept"] == "texture:stripes"
+
+    model = world.circuit.model.name
+    paths = run_query(store=world.store, name="concept_paths_to_logit",
+                      params={"model": model, "class": "bee", "layer": "b1", "limit": 5})
+    assert paths
+    for p in paths:
+        nodes = [(x.rpartition("/")[0], int(x.rpartition("/")[2])) for x in p["path"]]
+        assert p["captions"] == [f"Mosaic {_tag(world.mosaic[n]['sha256'])} shows smooth edges in warm colours."
+                                 for n in nodes]
+        assert p["label_sources"] == [SOURCE] * len(nodes)
+        assert len(p["evolutions"]) == len(p["flows"]) == len(nodes) - 1
+        for (child, parent), text in zip(zip(nodes, nodes[1:]), p["evolutions"]):
+            kids = world.children(*parent)
+            if child not in kids:
+                assert text is None
+            elif (kids.index(child) + 2) % 2 == 0:
+                assert _tag(world.mosaic[child]["sha256"]) in text
+            else:
+                assert "no match" in text.lower()

@@ -8,6 +8,7 @@ Oracles: the library queries themselves (what the store holds) and plain Python 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -45,10 +46,37 @@ def demo(tmp_path_factory):
     result = run_demo(data_dir=d, per_class=6, classes=["bee", "lemon"], params=FAST, echo=lambda _: None)
     store = open_store(f"embedded:{d}")
     try:
+        _label_one_layer(store, result, d)
         yield store, result, d
     finally:
         store.close()
         stop_server(d)
+
+
+LABEL_MODEL = "test-vision-model"
+
+
+def _label_one_layer(store, result, d) -> None:
+    """`neurflow-graph label` on the layer below bee's logit, against the scripted chat-completions server
+    on loopback (tests/mllm_server.py): that layer's groups get MLLM labels and captions, their formation
+    answers put feature evolution on the FEEDS edges from the layer below; the other layers keep only
+    their ground-truth concepts."""
+    from mllm_server import MLLMServer
+
+    from neurflow_graph.cli import cli
+
+    rows = _circuit_rows((store, result, d))
+    layer = next(r["layer"] for r in rows if r["depth"] == 1)
+    mosaics = {}
+    for png in (result.run_dirs["bee"] / "exemplars").glob("*.png"):
+        data = png.read_bytes()
+        mosaics[hashlib.sha256(data).hexdigest()] = data
+    with MLLMServer(key="sk-web-test", model=LABEL_MODEL, images=mosaics) as srv:
+        res = CliRunner().invoke(cli, ["label", "--store", f"embedded:{d}", "--run", result.run_uids["bee"],
+                                       "--layer", layer, "--model-name", LABEL_MODEL, "--base-url", srv.url,
+                                       "--timeout", "5"], env={"OPENAI_API_KEY": "sk-web-test"})
+    assert res.exit_code == 0, res.output
+    assert srv.violations == []
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +207,9 @@ def test_clicking_a_group_shows_its_exemplars_and_concept(demo, server, browser)
     browser.find_element(By.CSS_SELECTOR, f'#circuit g.group[data-key="{key}"]').click()
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(
         "const i = document.querySelector('#group-panel img.exemplars'); return i && i.complete && i.naturalWidth > 0;"))
-    assert browser.find_element(By.ID, "panel-concept").text == target["concept"]
+    concept = browser.find_element(By.ID, "panel-concept")
+    assert concept.get_attribute("data-concept") == target["concept"] and concept.text.startswith(target["concept"])
+    assert concept.get_attribute("data-source") == "ground_truth" and "ground truth" in concept.text
     WebDriverWait(browser, 10).until(lambda d: d.execute_script(
         "return document.getElementById('panel-members').dataset.count !== undefined"))
     members = browser.find_element(By.ID, "panel-members")
@@ -192,6 +222,64 @@ def test_clicking_a_group_shows_its_exemplars_and_concept(demo, server, browser)
     assert f"group={key.replace('/', '%2F')}" in browser.current_url
     _no_console_errors(browser)
     _shot(browser, "circuit-bee-group")
+
+
+@requires_browser
+def test_labels_captions_and_feature_evolution_show_with_their_source(demo, server, browser):
+    """The MLLM labels written by the fixture (scripted answers naming each mosaic's hash: the oracle)
+    show on the nodes and in the panel with their source; the feature evolution of the labelled group's
+    incoming edges shows in its panel; unlabelled groups show their ground-truth concept marked "gt"
+    with its purity, and the logit group is never called by its ground-truth concept."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from neurflow_graph.queries.library import run_query
+
+    store, result, _ = demo
+    run = result.run_uids["bee"]
+    rows = run_query(store=store, name="circuit_groups", params={"run": run})
+    labelled = [r for r in rows if r["depth"] == 1]
+    assert labelled and all(r["label_source"] == f"mllm:{LABEL_MODEL}" for r in labelled)
+    _open(browser, f"{server}#/circuit?run={run}")
+    names = browser.execute_script(
+        "const o = {}; for (const g of document.querySelectorAll('#circuit g.group')) o[g.dataset.key] = g.querySelector('text.name').textContent; return o;")
+    for r in rows:
+        key, name = f"{r['layer']}/{r['group_id']}", names[f"{r['layer']}/{r['group_id']}"]
+        if r["depth"] == 1:
+            label = f"tag-{r['mosaic_sha256'][:10]}; smooth edges; warm colours"
+            assert r["label"] == label and name == f"{r['group_id']}: {label[:15]}…", name
+        elif r["depth"] == 0:
+            assert name == f"{r['group_id']}: logit of bee" and r["concept"] and "gt" not in name
+        elif r["concept"]:
+            assert name.startswith(f"{r['group_id']}: gt "), name
+    target = max(labelled, key=lambda r: r["n_members"])
+    key = f"{target['layer']}/{target['group_id']}"
+    tag = f"tag-{target['mosaic_sha256'][:10]}"
+    browser.find_element(By.CSS_SELECTOR, f'#circuit g.group[data-key="{key}"]').click()
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "panel-label"))
+    assert browser.find_element(By.ID, "panel-label").text == f"{tag}; smooth edges; warm colours mllm:{LABEL_MODEL}"
+    assert browser.find_element(By.ID, "panel-caption").text.startswith(f"Mosaic {tag} shows smooth edges")
+    assert browser.find_element(By.ID, "panel-formation").text.startswith(f"{tag} forms from curves")
+    # feature evolution on the edges from its strongest children (as circuit_groups holds it)
+    want = {f"{r['layer']}/{r['group_id']}>{key}": ev for r in rows
+            for p, ev in zip(r["parents"], r["evolutions"]) if p == key and ev}
+    shown = browser.execute_script(
+        "const o = {}; for (const e of document.querySelectorAll('#group-panel .evolution')) o[e.dataset.edge] = e.textContent; return o;")
+    assert want and sorted(shown) == sorted(want)
+    assert all(shown[k] == f"{want[k]} mllm:{LABEL_MODEL}" for k in want)
+    _shot(browser, "circuit-bee-labelled-group")
+    # the logit group: its ground truth is shown as what its exemplars contain, not as its meaning
+    logit = next(r for r in rows if r["depth"] == 0)
+    browser.find_element(By.CSS_SELECTOR, f'#circuit g.group[data-key="{logit["layer"]}/{logit["group_id"]}"]').click()
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "panel-gt-note"))
+    assert browser.find_element(By.ID, "panel-name").text == "logit of bee"
+    note = browser.find_element(By.ID, "panel-gt-note").text
+    assert "not what the group means" in note and shortest(logit["concept"]) in note
+    _no_console_errors(browser)
+
+
+def shortest(concept: str) -> str:
+    return concept.split(":")[-1]
 
 
 @requires_browser

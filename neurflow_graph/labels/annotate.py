@@ -15,7 +15,9 @@ Per neuron group (target: the NeuronGroup uid):
 ==================  =================================================================================
 
 Per FEEDS edge child -> group (target: :func:`identity.feeds_uid`), from the group's formation
-answer: ``feature_evolution`` = ``{"group": k, "text", "matched", "caption"}``.
+answer: ``feature_evolution`` = ``{"group": k, "text", "matched", "caption"}``, and
+``feature_evolution_text`` = its ``text`` alone (a plain string, so the library queries
+``circuit_groups`` and ``concept_paths_to_logit`` can return it and the full-text index can find it).
 
 Every annotation's ``meta`` holds ``prompt_version``, ``images`` (sha256 of every image sent,
 in order), ``request`` (the cache key), ``response_model`` and ``parse_ok``. Annotations target
@@ -82,6 +84,8 @@ def outcome_annotations(*, run_uid: str, outcomes: Sequence[Outcome]) -> list[An
             add("feature_evolution", {"group": k, "text": e.text, "matched": e.matched,
                                       "caption": parsed_f.caption},
                 {**meta, "parent": target}, on=feeds_uid(run_uid, c_layer, c_gid, layer, gid), label="FEEDS")
+            add("feature_evolution_text", e.text, {**meta, "parent": target},
+                on=feeds_uid(run_uid, c_layer, c_gid, layer, gid), label="FEEDS")
         add("formation", {"caption": parsed_f.caption, "evolution": evolution,
                           "group_features": {str(k): v for k, v in sorted(parsed_f.group_features.items())}}, meta)
         add("formation_caption", parsed_f.caption, meta)

@@ -65,10 +65,9 @@ def figure(graph: CircuitGraph, positions: Mapping[NodeKey, tuple[float, float]]
         else:
             ax.add_patch(_box(x, y, half))
             ax.text(x, y, "no\nexemplars", ha="center", va="center", fontsize=7, color="#555", zorder=3)
-        name = node.name if (node.label or node.concept) else "group"
+        name = node.caption(top_depth=min(depths))
         name = name if len(name) <= 22 else name[:21] + "…"
-        purity = f" ({node.purity:.2f})" if node.purity is not None else ""
-        ax.text(x, y + half + 0.05, f"{node.gid}: {name}{purity}", ha="center", va="top", fontsize=8, zorder=3)
+        ax.text(x, y + half + 0.05, f"{node.gid}: {name}", ha="center", va="top", fontsize=8, zorder=3)
     for layer in graph.layers:
         d = next(n.depth for n in graph.nodes.values() if n.layer == layer) if any(
             n.layer == layer for n in graph.nodes.values()) else None

@@ -22,6 +22,8 @@ class GroupNode:
     label: str | None = None
     concept: str | None = None
     purity: float | None = None
+    label_source: str | None = None
+    concept_source: str | None = None
     n_members: int = 0
     mosaic: str | None = None
     mosaic_sha256: str | None = None
@@ -29,6 +31,22 @@ class GroupNode:
     @property
     def key(self) -> NodeKey:
         return (self.layer, self.gid)
+
+    def caption(self, *, top_depth: int | None = None) -> str:
+        """The text a picture writes under the group: its label; else its ground-truth concept marked as
+        such, ``gt flower 0.80`` (``gt`` + purity), or another source's concept; else ``group``. A
+        ground-truth concept is what the group's exemplar patches contain, measured on the concept world:
+        it is never shown as the meaning of the logit group (depth ``top_depth``), whose meaning is its class."""
+        if self.label:
+            return self.label
+        if top_depth is not None and self.depth == top_depth:
+            return "logit"
+        if self.concept:
+            short = str(self.concept).split(":", 1)[-1]
+            if self.concept_source == "ground_truth" or self.concept_source is None:
+                return f"gt {short}" + (f" {self.purity:.2f}" if self.purity is not None else "")
+            return short
+        return "group"
 
     @property
     def name(self) -> str:
@@ -77,6 +95,7 @@ def from_rows(rows: Sequence[Mapping[str, Any]]) -> CircuitGraph:
     for r in rows:
         key = (r["layer"], int(r["group_id"]))
         nodes[key] = GroupNode(layer=r["layer"], depth=int(r["depth"]), gid=int(r["group_id"]), label=r.get("label"),
+                               label_source=r.get("label_source"), concept_source=r.get("concept_source"),
                                concept=r.get("concept"), purity=r.get("purity"), n_members=int(r.get("n_members") or 0),
                                mosaic=r.get("mosaic"), mosaic_sha256=r.get("mosaic_sha256"))
         for parent, w in zip(r.get("parents") or [], r.get("weights") or []):

@@ -5,6 +5,13 @@
 bound and name-checked exactly as ``neurflow-graph query`` does it (:func:`~neurflow_graph.queries.library.execute`);
 the one extra answer is the layered layout of a run's circuit (igraph, :mod:`neurflow_graph.viz.layout`).
 Mosaics are served from the run directories the store references, after checking their sha256.
+
+Caching (runs are immutable once complete, docs/graph-model.md): the layout and ``group_members`` answers
+are kept per run uid, and ``circuit_groups`` per run uid and the run's annotation stamp (how many
+annotations its groups and edges have and the newest one's time), so a label written while the server
+runs shows on the next page load. Every cached answer is served only after a check that the run is still
+in the store and complete (one indexed lookup; a deleted run answers 400 as before). Other queries are not
+cached: their answers depend on which runs are latest.
 """
 
 from __future__ import annotations
@@ -46,6 +53,57 @@ class DashboardApi:
         self.store = store
         self._lock = threading.Lock()
         self._mosaics: dict[str, str] = {}  # sha256 -> path, learnt from circuit_groups answers
+        self._cache: dict[tuple, dict[str, Any]] = {}  # (what, run uid, params..., stamp) -> answer
+        self.cache_hits = 0
+
+    def warm(self) -> "DashboardApi":
+        """Import what the first answers need (igraph for the layout: seconds on a cold, loaded machine)
+        before the first page asks; no store I/O."""
+        import neurflow_graph.queries.library  # noqa: F401
+        import neurflow_graph.viz.fetch  # noqa: F401
+        import neurflow_graph.viz.layout  # noqa: F401
+        try:
+            import igraph  # noqa: F401
+        except ImportError:  # pragma: no cover - a dependency; layout() reports it
+            pass
+        return self
+
+    # ---------------------------------------------------------------- cache
+    _STAMP = ("MATCH (r:Run {uid: $run}) WHERE r.status = 'complete' "
+              "OPTIONAL MATCH (r)-[:HAS_GROUP]->(:NeuronGroup)<-[:ANNOTATES]-(a:Annotation) "
+              "RETURN r.uid AS run, count(a) AS n, max(a.created_at) AS newest")
+
+    def _run_stamp(self, run: str) -> tuple | None:
+        """``(n, newest)`` of the annotations of complete run ``run`` (a full uid), or None when the store
+        holds no complete run with exactly that uid (then nothing is cached or served from the cache)."""
+        rows = self.store.read(self._STAMP, {"run": run})
+        if not rows or rows[0]["run"] != run:
+            return None
+        return (rows[0]["n"], rows[0]["newest"])
+
+    CACHE_ENTRIES = 4096
+
+    def clear_cache(self) -> None:
+        """Forget every cached answer (benchmarks measure the uncached path with it)."""
+        with self._lock:
+            self._cache.clear()
+
+    def _keep(self, key: tuple | None, answer: dict[str, Any]) -> None:
+        if key is None:
+            return
+        with self._lock:
+            if len(self._cache) >= self.CACHE_ENTRIES:
+                self._cache.clear()  # a crude bound: answers are cheap to recompute
+            self._cache[key] = answer
+
+    def _cache_key(self, name: str, raw: Mapping[str, str]) -> tuple | None:
+        """The cache key of a cacheable answer (under the lock), None for the others."""
+        if name not in ("circuit_groups", "group_members", "layout") or not raw.get("run"):
+            return None
+        stamp = self._run_stamp(raw["run"])
+        if stamp is None:
+            return None
+        return (name, tuple(sorted(raw.items())), stamp if name == "circuit_groups" else None)
 
     # ---------------------------------------------------------------- queries
     def query(self, name: str, raw: Mapping[str, str]) -> dict[str, Any]:
@@ -57,6 +115,11 @@ class DashboardApi:
         except NeurflowError as e:
             raise ApiError(404, str(e)) from e
         try:
+            with self._lock:
+                key = self._cache_key(name, raw)
+                if key is not None and key in self._cache:
+                    self.cache_hits += 1
+                    return self._cache[key]
             bound = q.bind(dict(raw))
             with self._lock:
                 rows = execute(store=self.store, query=q, params=bound)
@@ -69,7 +132,9 @@ class DashboardApi:
                 if r.get("mosaic_sha256") and r.get("mosaic"):
                     self._mosaics[r["mosaic_sha256"]] = r["mosaic"]
             rows = [{**r, "mosaic": None} for r in rows]  # the page asks by hash; paths stay on the server
-        return {"query": name, "columns": list(q.columns), "params": _json_safe(bound), "rows": _json_safe(rows)}
+        answer = {"query": name, "columns": list(q.columns), "params": _json_safe(bound), "rows": _json_safe(rows)}
+        self._keep(key, answer)
+        return answer
 
     # ---------------------------------------------------------------- layout
     def layout(self, raw: Mapping[str, str]) -> dict[str, Any]:
@@ -83,12 +148,18 @@ class DashboardApi:
             raise ApiError(400, "layout takes one parameter, run=RUN_UID")
         try:
             with self._lock:
+                key = self._cache_key("layout", raw)
+                if key is not None and key in self._cache:
+                    self.cache_hits += 1
+                    return self._cache[key]
                 run = resolve_run(self.store, raw["run"])
                 graph = circuit_graph(self.store, run)
         except NeurflowError as e:
             raise ApiError(400, str(e)) from e
         pos = layered_layout(graph)
-        return {"run": run, "positions": {f"{k[0]}/{k[1]}": [round(x, 4), y] for k, (x, y) in pos.items()}}
+        answer = {"run": run, "positions": {f"{k[0]}/{k[1]}": [round(x, 4), y] for k, (x, y) in pos.items()}}
+        self._keep(key, answer)
+        return answer
 
     # ---------------------------------------------------------------- mosaics
     def mosaic(self, sha: str) -> bytes:

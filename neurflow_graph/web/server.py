@@ -92,6 +92,7 @@ class DashboardServer:
     """The HTTP server on ``host:port`` (port 0: any free port); ``url`` once started."""
 
     def __init__(self, *, api: DashboardApi, host: str = "127.0.0.1", port: int = 8765) -> None:
+        api.warm()  # the first page load must not wait for imports
         self.httpd = ThreadingHTTPServer((host, port), make_handler(api))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None

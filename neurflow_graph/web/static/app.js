@@ -72,6 +72,21 @@ function fmt(x) {
 
 const shortConcept = (c) => (c ? String(c).split(":").pop() : null);
 
+// What a group is called. A label (from an MLLM, a user, ...) is the group's name. A ground-truth concept
+// (concept world) is what the group's exemplar patches contain, measured: it is shown marked "gt" with its
+// purity, and never as the meaning of the logit group, whose meaning is its class.
+function groupName(n, isTop) {
+  if (n.label) return n.label;
+  if (isTop) return "logit of " + n.class_name;
+  if (n.concept) {
+    const gt = !n.concept_source || n.concept_source === "ground_truth";
+    return gt ? "gt " + shortConcept(n.concept) + (n.purity === null || n.purity === undefined ? "" : " " + fmt(n.purity).slice(0, 4))
+      : shortConcept(n.concept);
+  }
+  return "group " + n.group_id;
+}
+const sourceTag = (src) => (src ? el("span", { class: "source", "data-source": src }, src === "ground_truth" ? "ground truth" : src) : null);
+
 function hashState() {
   const h = location.hash.replace(/^#\/?/, "");
   const [page, qs] = h.split("?");
@@ -164,7 +179,8 @@ async function pageCircuit(main, params) {
   for (const r of groupsRes.rows) {
     const key = r.layer + "/" + r.group_id;
     nodes.set(key, { key, ...r, sha: r.mosaic_sha256 });
-    (r.parents || []).forEach((p, i) => edges.push({ child: key, parent: p, w: r.weights[i], childLayer: r.layer }));
+    (r.parents || []).forEach((p, i) => edges.push({ child: key, parent: p, w: r.weights[i], childLayer: r.layer,
+      evo: (r.evolutions || [])[i] || null, evoSource: (r.evolution_sources || [])[i] || null }));
   }
   const topDepth = Math.min(...[...nodes.values()].map((n) => n.depth));
   isLogit = (k) => nodes.get(k) && nodes.get(k).depth === topDepth;
@@ -216,7 +232,7 @@ async function pageCircuit(main, params) {
       "data-child": e.child, "data-parent": e.parent, "data-w": String(e.w), "data-layer": e.childLayer,
     });
     const title = svg("title");
-    title.textContent = `${e.child} → ${e.parent}: W = ${e.w.toFixed(4)}`;
+    title.textContent = `${e.child} → ${e.parent}: W = ${e.w.toFixed(4)}` + (e.evo ? `\nfeature evolution (${e.evoSource}): ${e.evo}` : "");
     line.append(title);
     e.el = line;
     edgeEls.push(line);
@@ -227,11 +243,13 @@ async function pageCircuit(main, params) {
       transform: `translate(${px(n.key) - NODE / 2},${py(n.key)})`, tabindex: "0" });
     g.append(svg("rect", { class: "frame", x: -2, y: -2, width: NODE + 4, height: NODE + 4, rx: 3 }));
     if (n.sha) g.append(svg("image", { href: mosaicUrl(n.sha), x: 0, y: 0, width: NODE, height: NODE, preserveAspectRatio: "xMidYMid meet" }));
-    const name = n.label || shortConcept(n.concept) || "group " + n.group_id;
-    const t = svg("text", { x: NODE / 2, y: NODE + 13, "text-anchor": "middle" });
+    const name = groupName(n, n.depth === topDepth);
+    const t = svg("text", { x: NODE / 2, y: NODE + 13, "text-anchor": "middle", class: "name" });
     t.textContent = n.group_id + ": " + (name.length > 16 ? name.slice(0, 15) + "…" : name);
     const tt = svg("title");
-    tt.textContent = `${n.key} ${name}` + (n.purity !== null && n.purity !== undefined ? ` (purity ${fmt(n.purity)})` : "");
+    tt.textContent = `${n.key} ${name}` + (n.label_source ? ` (${n.label_source})` : "") + (n.caption ? `\n${n.caption}` : "") +
+      (n.concept && n.concept_source === "ground_truth" ? `\nground truth in its exemplars: ${n.concept}` +
+        (n.purity !== null && n.purity !== undefined ? ` (purity ${fmt(n.purity)})` : "") : "");
     g.append(t, tt);
     g.addEventListener("click", () => select(n.key));
     g.addEventListener("mouseenter", () => highlight(n.key));
@@ -266,16 +284,26 @@ async function pageCircuit(main, params) {
     panel.replaceChildren();
     if (!key) return;
     const n = nodes.get(key);
-    const name = n.label || shortConcept(n.concept) || "group " + n.group_id;
+    const isTop = n.depth === topDepth;
+    const name = groupName(n, isTop);
     panel.append(el("h3", {}, `${n.layer} / group ${n.group_id}: `, el("span", { id: "panel-name" }, name)));
     if (n.sha) panel.append(el("img", { class: "exemplars", src: mosaicUrl(n.sha), alt: "exemplar patches of " + key }));
     else panel.append(el("p", { class: "muted" }, "No exemplar mosaic recorded for this run (neurflow-graph exemplars RUN_DIR, then ingest)."));
+    const gt = n.concept && (!n.concept_source || n.concept_source === "ground_truth");
+    const purity = n.purity === null || n.purity === undefined ? "" : fmt(n.purity);
     const dl = el("dl", {},
-      el("dt", {}, "label"), el("dd", { id: "panel-label" }, n.label || "—"),
-      el("dt", {}, "concept"), el("dd", { id: "panel-concept" }, n.concept || "—"),
-      el("dt", {}, "purity"), el("dd", { id: "panel-purity" }, n.purity === null || n.purity === undefined ? "—" : fmt(n.purity)),
+      el("dt", {}, "label"), el("dd", { id: "panel-label" }, n.label || "—", " ", sourceTag(n.label_source)),
+      el("dt", {}, "caption"), el("dd", { id: "panel-caption" }, n.caption || "—", " ", sourceTag(n.caption_source)),
+      ...(n.formation_caption ? [el("dt", {}, "formation"), el("dd", { id: "panel-formation" }, n.formation_caption, " ", sourceTag(n.formation_source))] : []),
+      el("dt", {}, gt ? "ground truth" : "concept"),
+      el("dd", { id: "panel-concept", "data-concept": n.concept || "", "data-source": n.concept_source || "" },
+        n.concept || "—", n.concept ? " " : "", sourceTag(n.concept ? n.concept_source || "ground_truth" : null)),
+      el("dt", {}, "purity"), el("dd", { id: "panel-purity" }, purity || "—"),
       el("dt", {}, "members"), el("dd", {}, String(n.n_members)));
     panel.append(dl);
+    if (gt) panel.append(el("p", { class: "muted", id: "panel-gt-note" }, isTop
+      ? `Ground truth of the concept world: ${purity ? Math.round(100 * n.purity) + "% of " : ""}this logit group's exemplar patches show ${shortConcept(n.concept)}. That is what its exemplars contain, not what the group means: the logit group stands for the class ${n.class_name}.`
+      : `Ground truth of the concept world: the concept most over-represented in this group's exemplar patches; purity = the share of its patches that show it.`));
     const memberList = el("dd", { id: "panel-members" }, "…");
     dl.lastChild.replaceWith(memberList);
     query("group_members", { run, layer: n.layer, group: n.group_id }).then((res) => {
@@ -284,10 +312,11 @@ async function pageCircuit(main, params) {
       memberList.dataset.count = String(res.rows.length);
     }).catch((err) => { console.error(err); memberList.textContent = String(err.message || err); });
     const rows = (list, other) => list.slice().sort((a, b) => Math.abs(b.w) - Math.abs(a.w))
-      .map((e) => [el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); select(e[other]); } }, e[other]), e.w]);
+      .map((e) => [el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); select(e[other]); } }, e[other]), e.w,
+        e.evo ? el("span", { class: "evolution", "data-edge": e.child + ">" + e.parent }, e.evo, " ", sourceTag(e.evoSource)) : ""]);
     const outs = parentsOf.get(key) || [], ins = childrenOf.get(key) || [];
-    panel.append(el("h3", {}, `feeds (${outs.length})`), table(["parent group", "W"], rows(outs, "parent"), (r) => r));
-    panel.append(el("h3", {}, `fed by (${ins.length})`), table(["child group", "W"], rows(ins, "child"), (r) => r));
+    panel.append(el("h3", {}, `feeds (${outs.length})`), table(["parent group", "W", "feature evolution"], rows(outs, "parent"), (r) => r));
+    panel.append(el("h3", {}, `fed by (${ins.length})`), table(["child group", "W", "feature evolution"], rows(ins, "child"), (r) => r));
   }
   const onThreshold = (v) => {
     threshold = Math.max(0, Number(v) || 0);
