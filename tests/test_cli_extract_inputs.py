@@ -181,9 +181,10 @@ def test_malformed_options(images, tmp_path, colour_module, args, fragment):
 def fake_engine(monkeypatch):
     calls: list[dict] = []
 
-    def extract_circuit(*, model, images, class_index, params, run_dir=None, resume=False, progress=True):
+    def extract_circuit(*, model, images, class_index, params, run_dir=None, resume=False, progress=True,
+                        memory_budget=None):
         calls.append(dict(model=model, images=list(images), class_index=class_index, params=params,
-                          run_dir=run_dir, resume=resume, progress=progress))
+                          run_dir=run_dir, resume=resume, progress=progress, memory_budget=memory_budget))
         return types.SimpleNamespace(neurons=[object()] * (class_index + 2), neuron_groups=[object()])
 
     # the real parameters, a stand-in engine: these tests cover the command, not the extraction
@@ -199,10 +200,11 @@ def test_one_class_runs_in_out_dir_with_options(images, tmp_path, colour_module,
     r = _extract("--model", colour_module, "--layers", "fc,features.1", "--images", str(images), "--class", "red",
                  "--out", str(out), "--k", "7", "--tau", "3", "--tau-layer", "features.1=2",
                  "--crop-fractions", "1,0.5", "--ig-method", "riemann_right", "--rank-by", "abs_sum",
-                 "--seed", "4", "--resume", "--no-progress")
+                 "--seed", "4", "--resume", "--no-progress", "--memory-budget", "512MiB")
     assert r.exit_code == 0, r.output
     (call,) = fake_engine
     assert call["run_dir"] == out and call["class_index"] == 0 and call["resume"] and not call["progress"]
+    assert call["memory_budget"] == 512 * 2**20
     assert sorted(x.path.name for x in call["images"]) == ["0.png", "2.png"]
     assert call["params"] == ExtractParams(k=7, tau=3, tau_per_layer={"features.1": 2}, crop_fractions=(1.0, 0.5),
                                          ig_method="riemann_right", rank_by="abs_sum", seed=4)
@@ -222,3 +224,47 @@ def test_several_classes_get_one_run_dir_each(images, tmp_path, colour_module, f
     assert len(r.stdout.strip().splitlines()) == 2
 
 
+
+
+# ---- issue 13: --layers order and the logit layer, checked before any image is read or scanned ----
+
+
+@pytest.mark.parametrize("layers, fragments", [
+    ("fc,layer3.1,layer4.1", ["must run top -> bottom", "'layer4.1' is listed below 'layer3.1'"]),
+    ("layer4.1,layer3.1", ["must start at the logit layer", "(1, 1000)", "'layer4.1'"]),
+    ("fc,layer4.1,fc.weight", ["not a module"]),
+])
+def test_layers_out_of_order_or_not_starting_at_the_logit(images, tmp_path, layers, fragments, monkeypatch):
+    from neurflow_graph.datasets import images as images_module
+
+    def no_scan(*_a, **_k):
+        raise AssertionError("images were listed before --layers was checked")
+
+    monkeypatch.setattr(images_module, "list_images", no_scan)
+    r = _extract("--model", "resnet18", "--layers", layers, "--images", str(images), "--class", "0",
+                 "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_custom_model_layers_out_of_order_stop_before_the_scan(images, tmp_path, colour_module, monkeypatch):
+    """A custom model (INPUT_SIZE 8) with its layers listed bottom-up: refused before the activation
+    scan, which must not start."""
+    from neurflow_graph.extraction import circuit_builder
+
+    def no_scan(**_k):
+        raise AssertionError("the scan started before --layers was checked")
+
+    monkeypatch.setattr(circuit_builder, "scan_activations", no_scan)
+    r = _extract("--model", colour_module, "--layers", "features.1,fc", "--images", str(images), "--class", "red",
+                 "--out", str(tmp_path / "run"), "--no-progress")
+    _assert_one_line_error(r, "must run top -> bottom", "'fc' is listed below 'features.1'")
+
+
+def test_bad_memory_budget_and_preprocess_for_a_custom_model(images, tmp_path, colour_module):
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "red",
+                 "--out", str(tmp_path / "run"), "--memory-budget", "lots")
+    _assert_one_line_error(r, "--memory-budget 'lots'", "2GiB")
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "red",
+                 "--out", str(tmp_path / "run"), "--preprocess", "weights")
+    _assert_one_line_error(r, "--preprocess weights", "--preprocess squash")

@@ -58,6 +58,12 @@ _SELECT_BATCH = 64  # D_c selection batch when --max-batch is not given
 @click.option("--max-neuron-groups", type=click.IntRange(min=1), default=None,
               help="Most neuron groups per layer [8].")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Largest forward/backward batch [256].")
+@click.option("--preprocess", type=click.Choice(["weights", "squash"]), default=None,
+              help="Image preprocessing: weights = the torchvision weights' own transforms (resize, centre crop, "
+                   "mean/std; default for registry models), squash = whole image resized to the input size.")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Memory for cached layer maps and gradients, e.g. 2GiB or 512MiB [device: half the free GPU "
+                   "memory, or a quarter of RAM].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @device_option
 @click.option("--class-names", "class_names_file", default=None, type=click.Path(dir_okay=False),
@@ -112,9 +118,20 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
                          "sub-folders)")
     names = read_class_names(class_names_file) if class_names_file is not None else None
 
+    preprocess = param_values.pop("preprocess", None)
+    memory_text = param_values.pop("memory_budget", None)
+    from neurflow_graph.extraction.budget import parse_memory
+
+    memory_budget = parse_memory(memory_text) if memory_text is not None else None
+
     # Then the model, its layers and the classes, still before decoding any image.
     loaded = load_model(name=model, weights=weights, layers=layers, input_size=input_size, mean=mean_t,
-                        std=std_t, device=device, trust_pickle=trust_pickle, class_names=names)
+                        std=std_t, device=device, trust_pickle=trust_pickle, class_names=names, preprocess=preprocess)
+    if loaded.spec.input_size is not None:  # else checked by the engine at the images' size, still before the scan
+        from neurflow_graph.extraction.layer_order import check_layer_order
+
+        check_layer_order(module=loaded.module, layers=loaded.spec.layers,
+                          input_size=(loaded.spec.input_size, loaded.spec.input_size), device=loaded.device)
     warning = preprocessing_warning(loaded)
     if warning:
         click.echo(warning, err=True)
@@ -172,7 +189,8 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
         with _interruption(loaded, run_dirs[i], class_name=loaded.class_name(i), done=done), \
                 _device_memory(loaded, batch=params.max_batch, run_dir=run_dirs[i]):
             circuit = extract_circuit(model=loaded, images=selections[i], class_index=i, params=params,
-                                      run_dir=run_dirs[i], resume=resume, progress=not no_progress)
+                                      run_dir=run_dirs[i], resume=resume, progress=not no_progress,
+                                      memory_budget=memory_budget)
         seconds = time.perf_counter() - start
         summaries.append(f"{loaded.class_name(i)} ({i}): {run_dirs[i]}  {len(circuit.neurons)} neurons, "
                          f"{len(circuit.neuron_groups)} groups, {len(selections[i])} images, {seconds:.1f} s")
