@@ -73,8 +73,15 @@ def _uids(out: Path, names) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sequential(world, tmp_path_factory):
+    """Run uids of the sequential path. Torch on one thread, as in a Ray task (Ray sets
+    OMP_NUM_THREADS=1 for a one-CPU task): the same arithmetic, so the uids can be compared exactly."""
     out = tmp_path_factory.mktemp("seq") / "runs"
-    r = _extract(world, out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = _extract(world, out)
+    finally:
+        torch.set_num_threads(threads)
     assert r.exit_code == 0, r.output
     return _uids(out, world["names"])
 
