@@ -36,14 +36,14 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Weights of a seeded demo CNN, 12 images, and the first three classes it predicts."""
+    """Weights of a seeded demo CNN, 8 images, and the first three classes it predicts."""
     from neurflow_graph.datasets.images import list_images, predict_classes
     from neurflow_graph.models.registry import load_model
 
     root = tmp_path_factory.mktemp("ray-world")
     weights = root / "demo.pt"
     model = demo_model(seed=1)
-    records = write_images(root / "images", 12, seed=3)
+    records = write_images(root / "images", 8, seed=3)
     with torch.no_grad():  # standardise the random logits over these images, so several classes win some
         logits = model.module(torch.stack([model.preprocess(Image.open(r.path)) for r in records]))
         mean, std = logits.mean(0), logits.std(0)
