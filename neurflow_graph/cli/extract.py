@@ -2,7 +2,8 @@
 
 The command parses and validates its inputs (model, weights, layers, images, classes, options)
 before any extraction starts, then runs the engine once per class. With one ``--class`` the run
-directory is ``--out`` itself; with several it is ``--out/<class-name-slug>/`` for each.
+directory is ``--out`` itself; with several (or ``--class all``, ``--classes-file``, ``--executor ray``)
+it is ``--out/<class-name-slug>/`` for each, run by ``neurflow_graph.executors`` (docs/scale.md).
 """
 
 from __future__ import annotations
