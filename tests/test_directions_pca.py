@@ -70,3 +70,29 @@ def test_bad_rows_are_input_errors() -> None:
     est = ActivationPCA().partial_fit(np.ones((3, 4)))
     with pytest.raises(InputError):
         est.partial_fit(np.ones((3, 5)))
+
+
+def test_streaming_decomposes_once_when_read_and_again_after_more_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """partial_fit only merges moments; the O(C^3) eigendecomposition runs when a fitted attribute is
+    read, and again only if rows arrived since (so a 4096-wide layer is not decomposed per batch)."""
+    X = _data(n=2000, d=12, seed=3)
+    calls = []
+    real = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: calls.append(a.shape) or real(a))
+    est = ActivationPCA()
+    for i in range(0, 1000, 50):
+        est.partial_fit(X[i:i + 50])
+    assert calls == []
+    np.testing.assert_allclose(est.mean_, X[:1000].mean(0), rtol=1e-10)    # moments are current without it
+    first = PCA(svd_solver="full").fit(X[:1000])
+    np.testing.assert_allclose(est.explained_variance_ratio_, first.explained_variance_ratio_, atol=1e-6)
+    _ = est.components_, est.explained_variance_
+    assert calls == [(12, 12)]
+    for i in range(1000, 2000, 250):
+        est.partial_fit(X[i:i + 250])
+    ref = PCA(svd_solver="full").fit(X)
+    np.testing.assert_allclose(est.explained_variance_, ref.explained_variance_, rtol=1e-6)
+    _assert_same_up_to_sign(est.components_, ref.components_, 8, 1e-5)
+    assert len(calls) == 2
+    with pytest.raises(AttributeError):
+        ActivationPCA().components_

@@ -12,6 +12,11 @@ row per sampled position, ``C`` channels). Solvers:
 * ``"randomized"`` -- :class:`sklearn.decomposition.PCA` with ``svd_solver="randomized"`` on a
   sample given to :meth:`fit` at once (top ``n_components`` only).
 
+The eigendecomposition (``O(C^3)``: seconds at ``C = 4096``) runs once, when a fitted attribute
+(``components_``, ``explained_variance_``, ``explained_variance_ratio_``) is first read after the
+last :meth:`partial_fit`, not after every batch; the moments (``mean_``, ``feature_variance_``,
+``total_variance_``) are current after each call.
+
 ``"auto"`` picks covariance when ``8 C^2 <= max_covariance_bytes``, else incremental. Every solver
 also keeps each channel's own variance (``feature_variance_``, the "neuron" variances of
 completeness measure 1). Variances use ``n - 1`` like scikit-learn. Components follow
@@ -82,7 +87,7 @@ class ActivationPCA:
         if self.solver_ == "randomized":
             raise InputError("the randomized solver fits one sample at once; use fit(X), or solver='covariance'")
         self._accumulate(X)
-        self._finish()
+        self._finish(decompose=False)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -90,7 +95,38 @@ class ActivationPCA:
         X = np.asarray(X, dtype=np.float64)
         return (X - self.mean_) @ self.components_.T
 
+    @property
+    def components_(self) -> np.ndarray:
+        return self._decomposed()[0]
+
+    @components_.setter
+    def components_(self, value: np.ndarray) -> None:
+        self._components, self._stale = value, False
+
+    @property
+    def explained_variance_(self) -> np.ndarray:
+        return self._decomposed()[1]
+
+    @explained_variance_.setter
+    def explained_variance_(self, value: np.ndarray) -> None:
+        self._explained, self._stale = value, False
+
+    @property
+    def explained_variance_ratio_(self) -> np.ndarray:
+        ev = self._decomposed()[1]
+        total = self.total_variance_
+        return ev / total if total > 0 else np.zeros_like(ev)
+
     # ---- private --------------------------------------------------------------------------
+
+    def _decomposed(self) -> tuple[np.ndarray, np.ndarray]:
+        """(components, explained variance), decomposing first when a partial_fit left them stale;
+        AttributeError before any fit (so ``hasattr`` works as with scikit-learn)."""
+        if getattr(self, "_stale", False):
+            self._finish(decompose=True)
+        if "_components" not in self.__dict__:
+            raise AttributeError("this ActivationPCA is not fitted yet; call fit or partial_fit")
+        return self._components, self._explained
 
     def _check_rows(self, X: Any, *, first: bool) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -118,6 +154,8 @@ class ActivationPCA:
         self._scatter = np.zeros((d, d)) if solver == "covariance" else None
         self._ipca = None
         self._buffer: list[np.ndarray] = []
+        self.__dict__.pop("_components", None)
+        self._stale = False
         if solver == "incremental":
             from sklearn.decomposition import IncrementalPCA
 
@@ -147,13 +185,17 @@ class ActivationPCA:
                 self._buffer = []
         self.n_samples_seen_ = total
 
-    def _finish(self) -> None:
+    def _finish(self, decompose: bool = True) -> None:
         n = self.n_samples_seen_
         d = self.n_features_in_
         denom = max(n - 1, 1)
         self.mean_ = self._mean.copy()
         self.feature_variance_ = self._m2_diag / denom
         self.total_variance_ = float(self.feature_variance_.sum())
+        if not decompose:
+            self._stale = True
+            return
+        self._stale = False
         if self._scatter is not None:
             w, v = np.linalg.eigh(self._scatter / denom)
             order = np.argsort(w)[::-1][: self._k_or_all(d)]
@@ -166,8 +208,6 @@ class ActivationPCA:
             ev = np.asarray(self._ipca.explained_variance_, dtype=np.float64)
         self.components_ = comps
         self.explained_variance_ = ev
-        total = self.total_variance_
-        self.explained_variance_ratio_ = ev / total if total > 0 else np.zeros_like(ev)
 
     def _k_or_all(self, d: int) -> int:
         return int(self.n_components) if self.n_components is not None else d
@@ -182,8 +222,6 @@ class ActivationPCA:
         self.total_variance_ = float(self.feature_variance_.sum())
         self.components_ = sign_flip(np.asarray(pca.components_, dtype=np.float64))
         self.explained_variance_ = np.asarray(pca.explained_variance_, dtype=np.float64)
-        total = self.total_variance_
-        self.explained_variance_ratio_ = self.explained_variance_ / total if total > 0 else self.explained_variance_ * 0
 
     def _accumulate_moments_only(self, X: np.ndarray) -> None:
         self._mean = X.mean(axis=0)
