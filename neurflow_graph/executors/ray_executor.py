@@ -67,9 +67,11 @@ def run_ray(*, model: Any, jobs: Sequence[ClassJob], params: Any, resume: bool, 
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(include_dashboard=False, log_to_driver=False)
-        except ConnectionError as e:
-            raise InputError(f"cannot connect to the Ray cluster at --address {address} ({' '.join(str(e).split())}); "
-                             "start one with `ray start --head` and pass the address it prints") from e
+        except Exception as e:  # ConnectionError, a timeout, Ray's own errors: the address or the cluster's state
+            where = f"the Ray cluster at --address {address}" if address else "a local Ray"
+            raise InputError(f"cannot start or connect to {where} ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:200]}); start one with `ray start --head` and pass the "
+                             "address it prints") from e
         started = True
     try:
         if gpus_per_task is None:
