@@ -51,8 +51,11 @@ def _world(*, data_dir: Path, seed: int, per_class: int, echo: Echo) -> Any:
 
 def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = None,
              per_class: int = 12, classes: Sequence[str] | None = None, device: str | None = None,
-             params: dict[str, Any] | None = None, seed: int = 1, echo: Echo = print) -> DemoResult:
-    """Run the demo; ``store_url`` defaults to ``embedded:<data_dir>``. Returns a :class:`DemoResult`."""
+             params: dict[str, Any] | None = None, seed: int = 1, echo: Echo = print,
+             debug: bool = True) -> DemoResult:
+    """Run the demo; ``store_url`` defaults to ``embedded:<data_dir>``. Returns a :class:`DemoResult`.
+    ``debug=False`` leaves out the debugging step (masking on the bias split; a minute on two classes):
+    the dashboard's browser tests use it, their pages do not show it."""
     from neurflow_graph.analysis.ground_truth import ground_truth_annotations
     from neurflow_graph.annotations import append_run_annotations
     from neurflow_graph.datasets.images import ImageRecord, predict_classes, resolve_class, select_class_images
@@ -117,7 +120,7 @@ def run_demo(*, data_dir: str | Path = "neurflow-data", store_url: str | None = 
         t = time.perf_counter()
         debugged = debug_biased_classes(data_dir=data_dir, seed=seed, per_class=per_class, model=model,
                                         circuits=circuits, run_dirs=result.run_dirs, run_uids=result.run_uids,
-                                        truth_classes=truth.classes, store=store, echo=echo)
+                                        truth_classes=truth.classes if debug else [], store=store, echo=echo)
         result.debug_pictures = debugged.pictures
         result.timing["debug"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -43,7 +43,8 @@ def demo(tmp_path_factory):
     from neurflow_graph.store.url import open_store
 
     d = tmp_path_factory.mktemp("web")
-    result = run_demo(data_dir=d, per_class=6, classes=["bee", "lemon"], params=FAST, echo=lambda _: None)
+    # the demo without its debugging step (a minute of masking the pages never show)
+    result = run_demo(data_dir=d, per_class=6, classes=["bee", "lemon"], params=FAST, echo=lambda _: None, debug=False)
     store = open_store(f"embedded:{d}")
     try:
         _label_one_layer(store, result, d)
@@ -349,6 +350,19 @@ def test_compare_pages_show_the_library_answers(demo, server, browser):
     assert cells == len(by_layer)
     loaded = browser.execute_script("return [...document.querySelectorAll('.pair img')].every(i => i.complete && i.naturalWidth > 0)")
     assert loaded
+    # group names come from circuit_groups: bee's MLLM-labelled groups show their label and its source
+    bee = {f"{r['layer']}/{r['group_id']}": r for r in run_query(store=store, name="circuit_groups",
+                                                                  params={"run": demo[1].run_uids["bee"]})}
+    cells = browser.execute_script("return [...document.querySelectorAll('table')][1].querySelectorAll('tbody tr')"
+                                   ".length ? [...[...document.querySelectorAll('table')][1].querySelectorAll("
+                                   "'tbody tr td:nth-child(2) .group-name')].map(c => [c.dataset.key, c.textContent]) : []")
+    shared = run_query(store=store, name="shared_groups", params={"model": "demo", "class_a": "bee", "class_b": "lemon", "limit": 50})
+    assert len(cells) == len(shared) > 0
+    for key, text in cells:
+        if bee[key]["label"]:
+            assert bee[key]["label"][:15] in text and text.endswith(f"mllm:{LABEL_MODEL}")
+        else:
+            assert "mllm:" not in text and (bee[key]["concept"] is None or "gt " in text or "logit of bee" in text)
     _shot(browser, "classes-bee-lemon")
     _open(browser, f"{server}#/models")
     assert "bee" in browser.find_element("css selector", "h1").text or "lemon" in browser.find_element("css selector", "h1").text

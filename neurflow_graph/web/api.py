@@ -139,7 +139,7 @@ class DashboardApi:
     # ---------------------------------------------------------------- layout
     def layout(self, raw: Mapping[str, str]) -> dict[str, Any]:
         """``{"run", "positions": {"layer/gid": [x, depth]}}``: the igraph Sugiyama layout of the whole circuit."""
-        from neurflow_graph.viz.fetch import circuit_graph
+        from neurflow_graph.viz.graph import from_rows
         from neurflow_graph.viz.layout import layered_layout
         from neurflow_graph.queries.names import resolve_run
 
@@ -153,7 +153,11 @@ class DashboardApi:
                     self.cache_hits += 1
                     return self._cache[key]
                 run = resolve_run(self.store, raw["run"])
-                graph = circuit_graph(self.store, run)
+            # the same circuit_groups answer the page asks for (cached): the layout does not query it again
+            rows = self.query("circuit_groups", {"run": run})["rows"]
+            if not rows:
+                raise InputError(f"run {run} has no neuron groups in the store (is it complete? see `neurflow-graph runs`)")
+            graph = from_rows(rows)
         except NeurflowError as e:
             raise ApiError(400, str(e)) from e
         pos = layered_layout(graph)

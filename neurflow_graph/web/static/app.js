@@ -170,7 +170,9 @@ async function pageCircuit(main, params) {
     main.append(el("p", {}, "No run chosen: pick one on the ", el("a", { href: "#/" }, "runs page"), "."));
     return;
   }
-  const [groupsRes, lay] = await Promise.all([query("circuit_groups", { run: params.run }), layoutOf(params.run)]);
+  // one after the other: the server computes the layout from the circuit_groups answer it has just cached
+  const groupsRes = await query("circuit_groups", { run: params.run });
+  const lay = await layoutOf(groupsRes.rows.length ? groupsRes.rows[0].run : params.run);
   const first = groupsRes.rows[0];
   if (!first) throw new Error("run " + params.run + " holds no neuron groups");
   const run = first.run;
@@ -339,14 +341,24 @@ async function mosaicMap(runs) {
   for (const run of runs) {
     if (!run) continue;
     const res = await query("circuit_groups", { run });
-    for (const r of res.rows) out.set(run + "|" + r.layer + "/" + r.group_id, r.mosaic_sha256);
+    const top = Math.min(...res.rows.map((r) => r.depth));
+    for (const r of res.rows) out.set(run + "|" + r.layer + "/" + r.group_id, { ...r, top: r.depth === top });
   }
   return out;
 }
 
 function thumb(map, run, layer, gid) {
-  const sha = map.get(run + "|" + layer + "/" + gid);
+  const r = map.get(run + "|" + layer + "/" + gid);
+  const sha = r && r.mosaic_sha256;
   return sha ? el("img", { src: mosaicUrl(sha), alt: layer + "/" + gid, title: layer + "/" + gid }) : el("span", { class: "muted" }, "no mosaic");
+}
+
+// a group's name on the compare pages, from circuit_groups (label with its source; else ground truth, marked)
+function nameCell(map, run, layer, gid) {
+  const r = map.get(run + "|" + layer + "/" + gid);
+  if (!r) return `${layer}/${gid}`;
+  return el("span", { class: "group-name", "data-key": layer + "/" + gid }, `${layer}/${gid} ${groupName(r, r.top)} `,
+    r.label ? sourceTag(r.label_source) : null);
 }
 
 async function summaryRows() { return (await query("dashboard_summary", {})).rows; }
@@ -381,8 +393,8 @@ async function pageClasses(main, params) {
   main.append(el("h2", {}, `Shared groups by Jaccard of member neurons (shared_groups), exemplars side by side`));
   main.append(table(["layer", `${a} group`, `${b} group`, "exemplars A | B", "shared", "Jaccard"], shared.rows, (r) => [
     r.layer,
-    `${r.group_a} ${r.label_a || shortConcept(r.concept_a) || ""}`,
-    `${r.group_b} ${r.label_b || shortConcept(r.concept_b) || ""}`,
+    nameCell(mosaics, runA, r.layer, r.group_a),
+    nameCell(mosaics, runB, r.layer, r.group_b),
     el("span", { class: "pair" }, thumb(mosaics, runA, r.layer, r.group_a), thumb(mosaics, runB, r.layer, r.group_b)),
     r.shared, r.jaccard]));
   status(`${shared.rows.length} shared group pairs`);
@@ -413,7 +425,7 @@ async function pageModels(main, params) {
   main.append(table(["", ma, mb], summaryRowsCmp, (r) => [r.metric, r.value_a, r.value_b]));
   main.append(el("h2", {}, "Group pairs sharing exemplar patches"));
   main.append(table(["group A", "group B", "exemplars A | B", "shared patches", "Jaccard"], pairs, (r) => [
-    `${r.layer_a}/${r.group_a}`, `${r.layer_b}/${r.group_b}`,
+    nameCell(mosaics, runRow.value_a, r.layer_a, r.group_a), nameCell(mosaics, runRow.value_b, r.layer_b, r.group_b),
     el("span", { class: "pair" }, thumb(mosaics, runRow.value_a, r.layer_a, r.group_a), thumb(mosaics, runRow.value_b, r.layer_b, r.group_b)),
     r.shared, r.jaccard]));
   const cards = el("div", { class: "cards" });
