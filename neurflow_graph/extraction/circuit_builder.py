@@ -412,8 +412,8 @@ def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params
     torch, numpy and random for the run only: the caller's generator states are restored.
 
     ``memory_budget``: bytes for cached maps and gradient tensors (default: :func:`device_budget`).
-    ``on_layer(info)`` is called after each layer with ``index``, ``layer``, ``targets``, ``seconds``
-    and the peak memory so far (``peak_rss_mib``, ``peak_cuda_mib`` on CUDA)."""
+    ``on_layer(info)`` is called after each layer with ``index``, ``layer``, ``targets``, ``next_targets``
+    (the targets of the layer below), ``seconds`` and the peak memory so far (``peak_rss_mib``, ``peak_cuda_mib`` on CUDA)."""
     timer = _Timer()
     layers = list(model.spec.layers)
     module, device = model.module, torch.device(model.device)
@@ -478,10 +478,11 @@ def _build(*, model: Any, images: Sequence[Any], class_index: int, params: Extra
                                         progress=progress, cached=cached, budget=budget)
                 ckpt.save_layer(i, result)
             results.append(result)
+            below = sorted({c for n in result["neurons"] for c in n["cores"]})
             if on_layer is not None:
-                on_layer({"index": i, "layer": layer, "targets": len(targets),
+                on_layer({"index": i, "layer": layer, "targets": len(targets), "next_targets": len(below),
                           "seconds": time.perf_counter() - started, **peak.read()})
-            targets = sorted({c for n in result["neurons"] for c in n["cores"]})
+            targets = below
 
     circuit = assemble_circuit(model=model, images=images, class_index=class_index, params=params,
                                layer_results=results, phi=phi, plan=source.plan, timer=timer)

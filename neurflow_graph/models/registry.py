@@ -464,7 +464,8 @@ def _with_transforms(spec: ModelSpec, name: str, member: Any | None) -> ModelSpe
     and unrecognised files): resize, centre crop, mean, std. Only metadata; nothing is downloaded."""
     import torchvision
 
-    member = member if member is not None else torchvision.models.get_model_weights(name).DEFAULT
+    if member is None or not callable(getattr(member, "transforms", None)):
+        member = torchvision.models.get_model_weights(name).DEFAULT
     t = member.transforms()
     if str(getattr(t, "interpolation", "bilinear")).lower().rsplit(".", 1)[-1] != "bilinear":
         raise ModelError(f"{type(member).__name__}.{member.name} transforms use {t.interpolation}; only bilinear "

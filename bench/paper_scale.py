@@ -1,0 +1,253 @@
+"""Paper scale: ResNet50 and GoogLeNet class circuits at the paper's parameters (issue 13).
+
+Setup: the registry's models with their full layer lists, random init (the cost does not depend on the
+weights' values), preprocessing as the DEFAULT weights expect (resize 232/256, centre crop 224),
+``--images`` synthetic 224-px images (50: 2,950 patches), tau=16, k=50, ig_steps=50 by default. D_c is
+every image (a random-init model's class is the one it predicts most often for them).
+
+Prints per layer: targets, wall time, peak memory (RSS; on CUDA also peak allocated), conv/matmul
+GFLOP executed and achieved GFLOP/s against a float32 matmul peak measured in the same run, and the
+whole circuit's time. ``--time-box S`` stops after the first layer that ends past S seconds and
+prints a PROJECTION for the remaining layers (see ``project``), labelled as such.
+
+    .venv/bin/python bench/paper_scale.py --model resnet50 --time-box 240      # 2 CPU cores: top layers + projection
+    .venv/bin/python bench/paper_scale.py --model googlenet --time-box 240
+    .venv/bin/python bench/paper_scale.py --model resnet50 --device cuda       # GPU: the whole circuit
+    .venv/bin/python bench/paper_scale.py --side-by-side --images 2 --size 64 --k 8 --tau 2 --ig-steps 16
+    .venv/bin/python bench/paper_scale.py --quick                              # smoke test (seconds)
+
+``--side-by-side`` repeats bench/extract.py's comparison (reference-style baseline: per-layer prefix
+scans, captum IG one target at a time) with ResNet50's own layer list, at the size given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from extract import FlopCount, _timed, baseline_circuit, matmul_peak_gflops, max_weight_diff, overlap  # noqa: E402
+
+from neurflow_graph.datasets.images import list_images, predict_classes  # noqa: E402
+from neurflow_graph.extraction import ExtractParams, circuit_builder, extract_circuit  # noqa: E402
+from neurflow_graph.extraction.slicing import layer_slice, prefix, trace_layers  # noqa: E402
+from neurflow_graph.models.registry import load_model  # noqa: E402
+
+
+class TimeBox(Exception):
+    """Raised from the per-layer callback once the time box is spent."""
+
+
+def synthetic_images(root: Path, n: int, side: int, seed: int = 0) -> Path:
+    """``n`` smooth random RGB images (``side`` px) with a few coloured discs, as PNG in one class folder."""
+    rng = np.random.default_rng(seed)
+    folder = root / "synthetic"
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    for i in range(n):
+        base = rng.uniform(0, 255, size=3)
+        img = np.empty((side, side, 3))
+        for c in range(3):
+            fx, fy, ph = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 2 * np.pi)
+            img[..., c] = base[c] * 0.5 + 60 * np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)
+        for _ in range(3):
+            cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.25)
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, size=3)
+        img += rng.normal(0, 8, size=img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img_{i:03d}.png")
+    return root
+
+
+def slice_flops(model, layers: list[str], side: int) -> dict[str, float]:
+    """Forward conv/matmul FLOPs of each slice ``layers[i+1] -> layers[i]`` for one patch."""
+    out: dict[str, float] = {}
+    x = torch.zeros(1, 3, side, side, device=model.device)
+    with circuit_builder.frozen(model.module), torch.no_grad():
+        traced = trace_layers(module=model.module, layers=layers)
+        for upper, lower in zip(layers, layers[1:]):
+            maps = prefix(traced=traced, layer=lower)(x)
+            with FlopCount() as fc:
+                layer_slice(traced=traced, lower=lower, upper=upper)(maps)
+            out[upper] = float(fc.total)
+    return out
+
+
+def channels(model, layers: list[str], side: int) -> dict[str, int]:
+    named = dict(model.module.named_modules())
+    got: dict[str, int] = {}
+    hooks = [named[n].register_forward_hook(lambda _m, _i, o, n=n: got.__setitem__(n, int(o.shape[1])))
+             for n in layers]
+    try:
+        with torch.no_grad():
+            model.module(torch.zeros(1, 3, side, side, device=model.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
+def project(rows: list[dict], model, params: ExtractParams, side: int) -> list[dict]:
+    """Remaining layers' time, modelled as ``rate x targets x k x F`` (F: the slice's forward FLOPs per
+    patch), ``rate`` calibrated on the measured layers that ran IG; targets: exact for the first
+    remaining layer, then the upper bound min(channels, tau x targets above)."""
+    layers = list(model.spec.layers)
+    flops = slice_flops(model, layers, side)
+    width = channels(model, layers, side)
+    done = [r for r in rows if r["layer"] in flops and r["targets"] > 0]
+    work = sum(r["targets"] * params.k * flops[r["layer"]] for r in done)
+    rate = sum(r["seconds"] for r in done) / work if work else float("nan")
+    out, targets = [], rows[-1]["next_targets"]
+    for layer in layers[len(rows):]:
+        lower_work = flops.get(layer, 0.0)
+        seconds = rate * targets * params.k * lower_work if layer in flops else float("nan")
+        out.append({"layer": layer, "targets": targets, "seconds": seconds})
+        targets = min(width[layer], params.tau_for(layer) * targets) if layer != layers[-1] else 0
+    return out
+
+
+def run_circuit(args, peak: float) -> None:
+    for name in (["resnet50", "googlenet"] if args.model == "both" else [args.model]):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = synthetic_images(Path(tmp), args.images, 224)
+            model = load_model(name=name, device=args.device, layers=None)
+            if args.top:
+                model.spec.layers = model.spec.layers[:args.top]
+            records, _ = list_images(root)
+            preds = predict_classes(model=model, images=records)
+            cls = Counter(preds).most_common(1)[0][0]
+            params = ExtractParams(k=args.k, tau=args.tau, ig_steps=args.ig_steps, max_batch=args.max_batch)
+            n_patches = len(circuit_builder.patch_source(model=model, images=records, params=params).plan)
+            print(f"\n== {name}: random init, preprocessing {model.spec.preprocess} ({model.spec.transforms_of}), "
+                  f"{len(records)} images, {n_patches} patches, class {cls}, k={params.k} tau={params.tau} "
+                  f"ig_steps={params.ig_steps}, max_batch={params.max_batch}, device {model.device}, layers "
+                  f"{len(model.spec.layers)}: {','.join(model.spec.layers)}")
+            rows: list[dict] = []
+            marks = {"flops": 0.0, "t": time.perf_counter()}
+            real_scan = circuit_builder.scan_activations
+            fc = FlopCount()
+
+            def timed_scan(**kw):
+                t, f = time.perf_counter(), fc.total
+                out = real_scan(**kw)
+                marks.update(scan_s=time.perf_counter() - t, scan_flops=fc.total - f, flops=fc.total,
+                             t=time.perf_counter())
+                return out
+
+            start = time.perf_counter()
+
+            def on_layer(info: dict) -> None:
+                now = time.perf_counter()
+                info["flops"] = fc.total - marks["flops"]
+                marks.update(flops=fc.total, t=now)
+                rows.append(info)
+                gfs = info["flops"] / max(info["seconds"], 1e-9) / 1e9
+                cuda = f", peak CUDA {info['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in info else ""
+                print(f"   {info['layer']:12s} targets {info['targets']:5d}  {info['seconds']:8.1f} s  peak RSS "
+                      f"{info['peak_rss_mib']:7.0f} MiB{cuda}  {info['flops'] / 1e9:9.1f} GFLOP  {gfs:7.1f} GFLOP/s "
+                      f"({100 * gfs / peak:4.1f}% of matmul peak)", flush=True)
+                if args.time_box and now - start > args.time_box and info["index"] + 1 < len(model.spec.layers):
+                    raise TimeBox
+
+            circuit_builder.scan_activations = timed_scan
+            finished = True
+            try:
+                with fc:
+                    c = extract_circuit(model=model, images=records, class_index=cls, params=params, progress=False,
+                                        on_layer=on_layer, memory_budget=args.memory_budget)
+            except TimeBox:
+                finished = False
+            finally:
+                circuit_builder.scan_activations = real_scan
+            wall = time.perf_counter() - start
+            if "scan_s" in marks:
+                print(f"   scan: {marks['scan_s']:.1f} s, {marks['scan_flops'] / 1e9:.1f} GFLOP "
+                      f"({marks['scan_flops'] / marks['scan_s'] / 1e9:.1f} GFLOP/s); per-layer times above exclude it")
+            if finished:
+                ig = c.timing.get("ig", 0.0)
+                print(f"   whole circuit: {wall:.1f} s measured ({len(c.neurons)} neurons, {len(c.edges)} edges); "
+                      f"phases: " + ", ".join(f"{k} {v:.1f}" for k, v in c.timing.items()))
+                print(f"   IG phase {ig:.1f} s")
+            else:
+                proj = project(rows, model, params, 224)
+                print(f"   time box {args.time_box:.0f} s spent after {len(rows)} of {len(model.spec.layers)} layers "
+                      f"({wall:.1f} s measured). PROJECTION for the rest (not measured; cost ~ targets x k x slice "
+                      "FLOPs, calibrated on the layers above; targets beyond the next layer are upper bounds):")
+                for r in proj:
+                    print(f"   PROJECTION {r['layer']:12s} targets <= {r['targets']:5d}  ~{r['seconds']:9.0f} s")
+                total = wall + sum(r["seconds"] for r in proj if np.isfinite(r["seconds"]))
+                print(f"   PROJECTION whole circuit ~{total:.0f} s ({total / 60:.0f} min) on this machine")
+
+
+def side_by_side(args, peak: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = synthetic_images(Path(tmp), args.images, max(args.size, 32))
+        model = load_model(name="resnet50", device=args.device, input_size=args.size)
+        records, _ = list_images(root)
+        preds = predict_classes(model=model, images=records)
+        cls = Counter(preds).most_common(1)[0][0]
+        params = ExtractParams(k=args.k, tau=args.tau, ig_steps=args.ig_steps, max_batch=args.max_batch)
+        n_patches = len(circuit_builder.patch_source(model=model, images=records, params=params).plan)
+        print(f"\n== side by side, resnet50 random init, {args.size} px (squash), {len(records)} images, {n_patches} "
+              f"patches, k={params.k} tau={params.tau} ig_steps={params.ig_steps}, layers "
+              f"{','.join(model.spec.layers)}")
+        (base, f_base), t_base, _, m_base = _timed(lambda: baseline_circuit(model, records, cls, params))
+        eng, t_eng, _, m_eng = _timed(lambda: extract_circuit(model=model, images=records, class_index=cls,
+                                                              params=params, progress=False))
+        ov, n_par, same = overlap(eng, base)
+        dw, n_edges = max_weight_diff(eng, base)
+        print(f"   baseline {t_base:8.1f} s (peak RSS +{m_base:.0f} MiB, {f_base / t_base / 1e9:.1f} GFLOP/s, "
+              f"{100 * f_base / t_base / 1e9 / peak:.0f}% of peak)")
+        print(f"   engine   {t_eng:8.1f} s (peak RSS +{m_eng:.0f} MiB; timing peak {eng.timing.get('peak_rss_mib')} MiB)")
+        print(f"   speed-up {t_base / t_eng:.1f}x   core-set overlap {ov:.3f} ({same}/{n_par} identical), max |weight "
+              f"diff| {dw:.2e} over {n_edges} edges ({len(eng.edges)} engine / {len(base.edges)} baseline)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", choices=["resnet50", "googlenet", "both"], default="both")
+    ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--tau", type=int, default=16)
+    ap.add_argument("--ig-steps", type=int, default=50)
+    ap.add_argument("--max-batch", type=int, default=256)
+    ap.add_argument("--time-box", type=float, default=None, help="stop after the layer that ends past S seconds")
+    ap.add_argument("--top", type=int, default=None, help="analyse only the first N listed layers")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--memory-budget", default=None, help="e.g. 4GiB (default: sized from the device)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--side-by-side", action="store_true", help="engine vs reference-style baseline, ResNet50 layers")
+    ap.add_argument("--size", type=int, default=64, help="input size of the side-by-side case (squash)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 2 images, top 3 layers, k=8, tau=2, 8 steps")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.images, args.k, args.tau, args.ig_steps, args.top = 2, 8, 2, 8, args.top or 3
+    torch.manual_seed(0)
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args.device = str(device)
+    peak = matmul_peak_gflops(device, n=2048 if device.type == "cuda" else 1024)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
+    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device} ({gpu}); float32 matmul peak {peak:.1f} GFLOP/s")
+    start = time.perf_counter()
+    if args.side_by_side:
+        side_by_side(args, peak)
+    else:
+        run_circuit(args, peak)
+    after = matmul_peak_gflops(device, n=2048 if device.type == "cuda" else 1024)
+    print(f"\nmatmul peak at the end {after:.1f} GFLOP/s; load average {os.getloadavg()[0]:.1f}; "
+          f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
