@@ -5,9 +5,13 @@ Rules (docs/graph-model.md, "Identity"):
 * A **run** is identified by what defines it and what it found: the model (name and full weights
   hash), the analysed layers, the class, the extraction parameters, the image set (sha256 of each
   image, in order) and the circuit's results (neurons with their semantic groups, edges, neuron
-  groups with their members, group edges, patches). Timings, dates, software versions, image paths
-  and annotations (concept, purity, label, caption, ...) never enter it: re-extracting the same
-  thing gives the same uid, and labelling a run later does not change it.
+  groups with their members, group edges, patches). Of the results, only the discrete ones enter it
+  (which neurons, semantic groups, patches, edges and members were found); the measured values
+  (weights, scores, mean activations) are determined by the inputs up to floating-point noise,
+  which differs between thread counts and devices, so they stay out. Timings, dates, software
+  versions, image paths and annotations (concept, purity, label, caption, ...) never enter it:
+  re-extracting the same thing, on any machine, gives the same uid, and labelling a run later does
+  not change it.
 * Shared nodes (Model, Layer, Neuron, Class, Patch, Image) are named by their own content, so every
   run that names them finds the same node.
 * Run-owned nodes (SemanticGroup, NeuronGroup) and FEEDS edges are prefixed by the run uid.
@@ -31,7 +35,7 @@ from neurflow_graph.errors import RunFormatError
 if TYPE_CHECKING:  # pragma: no cover
     from neurflow_graph.circuit import Circuit
 
-IDENTITY_VERSION = 2  # bump when the rule below changes (every run uid changes with it)
+IDENTITY_VERSION = 3  # bump when the rule below changes (every run uid changes with it)
 
 _UID_UNSAFE = re.compile(r"[%\x00-\x1f\x7f]|^ +| +$")
 
@@ -73,13 +77,18 @@ def run_uid(circuit: "Circuit") -> str:
     The hash covers the canonical JSON (sorted keys, no whitespace, UTF-8) of
     :func:`identity_payload`, then every result array of :func:`neurflow_graph.circuit.circuit_arrays`
     (neurons, semantic groups with their patches and mean activations, edges, neuron groups with
-    their members, group edges, patches; in the circuit's order), by name, as little-endian int64 /
-    float64 bytes: exact values, whatever file version the circuit was read from."""
+    their members, group edges, patches; in the circuit's order), by name, as little-endian int64
+    bytes, whatever file version the circuit was read from. Float arrays (weights, scores, mean
+    activations) are left out: they are measurements of what the discrete results and the inputs
+    already fix, and their last bits change with the thread count or device (a Ray task on one
+    thread vs the sequential path on two gave weights 3e-9 apart)."""
     from neurflow_graph.circuit import circuit_arrays
 
     h = hashlib.sha256(_dumps(identity_payload(circuit)))
     for name, a in sorted(circuit_arrays(circuit).items()):
-        canonical = np.ascontiguousarray(a, dtype="<f8" if a.dtype.kind == "f" else "<i8")
+        if a.dtype.kind == "f":
+            continue
+        canonical = np.ascontiguousarray(a, dtype="<i8")
         h.update(f"\n{name}{list(canonical.shape)}=".encode())
         h.update(canonical.tobytes())
     return h.hexdigest()[:16]
