@@ -3,6 +3,7 @@ the latency of every API call the pages make.
 
     .venv/bin/python bench/dashboard.py                # 20 repeats per API call, 5 page loads
     .venv/bin/python bench/dashboard.py --repeats 50
+    .venv/bin/python bench/dashboard.py --rebuild      # re-ingest the cached circuits first (after an ingest change)
     .venv/bin/python bench/dashboard.py --repeats 5 --loads 3 --only circuit_groups,layout,group_members,mosaic
 
 The circuit is synthetic (``neurflow_graph.synthetic``) with the registry's ResNet50 layer list
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
@@ -176,6 +178,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--loads", type=int, default=5)
+    ap.add_argument("--rebuild", action="store_true",
+                    help="rebuild the store (bench/out/dashboard/site/: run dirs, mosaics, ingest) from the cached "
+                         "circuits; needed after a change of what ingest writes")
     ap.add_argument("--only", default=None,
                     help="comma-separated API call names to time (default: all), e.g. circuit_groups,layout,group_members,mosaic")
     args = ap.parse_args()
@@ -189,6 +194,11 @@ def main() -> None:
     layers, widths = resnet50_shape()
     cache = Path(__file__).resolve().parent / "out" / "dashboard"
     root = cache / "site"  # run directories (with mosaics) and the embedded store, kept for reruns
+    if args.rebuild and root.exists():
+        import shutil
+
+        stop_server(root / "db")
+        shutil.rmtree(root)
     t = time.perf_counter()
     url, stats = build_store(root, layers, widths, cache)
     print(f"ResNet50-shaped circuit: {len(layers)} layers {list(zip(layers, widths))}")
@@ -245,10 +255,15 @@ def main() -> None:
             try:
                 t_first = time.perf_counter()
                 body = timed_get(u)[2]
-            except OSError as e:  # urllib's timeout (TimeoutError) or a refused call: record it, go on
-                print(f"{name:40s} no answer within {HTTP_TIMEOUT_S:.0f} s "
-                      f"({type(e).__name__} after {time.perf_counter() - t_first:.1f} s); not repeated")
-                worst = worst_uncached = float("inf")
+            except OSError as e:  # an error status (HTTPError), urllib's timeout or a refused call: record it, go on
+                took = time.perf_counter() - t_first
+                if isinstance(e, urllib.error.HTTPError):
+                    why = f"HTTP {e.code} after {took:.1f} s: {e.read().decode(errors='replace')[:200]}"
+                else:
+                    why = f"no answer ({type(e).__name__}) after {took:.1f} s (timeout {HTTP_TIMEOUT_S:.0f} s)"
+                print(f"{name:40s} {why}; not repeated")
+                if "not used" not in name:
+                    worst = worst_uncached = float("inf")
                 continue
             served = series(u, False)
             uncached = series(u, True) if name in cacheable else served  # the others are never cached

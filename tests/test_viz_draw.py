@@ -126,3 +126,19 @@ def test_neodash_reports_are_the_library_queries_verbatim(tmp_path):
     assert len({r["id"] for r in reports}) == len(reports)
     bad = CliRunner().invoke(cli, ["neodash", "--out", str(out), "-p", "klass=bee"])
     assert bad.exit_code == 2 and "klass" in bad.output
+
+
+def test_picture_names_mark_ground_truth_and_never_name_the_logit_by_it():
+    """A label names a group; a ground-truth concept is written as such ("gt", with its purity); the logit
+    group (top depth) is never called by its ground-truth concept; another source's concept is unmarked."""
+    logit = GroupNode(layer="fc", depth=0, gid=0, concept="object:flower", purity=0.8, concept_source="ground_truth")
+    assert logit.caption(top_depth=0) == "logit"
+    assert "flower" not in logit.caption(top_depth=0)
+    low = GroupNode(layer="conv3", depth=2, gid=1, concept="object:flower", purity=0.8, concept_source="ground_truth")
+    assert low.caption(top_depth=0) == "gt flower 0.80"
+    labelled = GroupNode(layer="fc", depth=0, gid=0, label="yellow stripes", label_source="mllm:gpt-4o",
+                         concept="object:flower", purity=0.8, concept_source="ground_truth")
+    assert labelled.caption(top_depth=0) == "yellow stripes"
+    mine = GroupNode(layer="conv3", depth=2, gid=1, concept="wing", concept_source="user")
+    assert mine.caption(top_depth=0) == "wing"
+    assert GroupNode(layer="conv3", depth=2, gid=1).caption(top_depth=0) == "group"

@@ -54,8 +54,11 @@ def make_handler(api: DashboardApi) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "max-age=31536000, immutable" if cache else "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the browser left the page mid-answer
+                self.close_connection = True
 
         def _json(self, status: int, obj: Any) -> None:
             self._send(status, json.dumps(obj, allow_nan=False).encode(), "application/json")
