@@ -4,6 +4,9 @@
     .venv/bin/python bench/store.py --classes 20    # a quicker look
     .venv/bin/python bench/store.py --resnet50      # ResNet50-shaped circuits, 1 and 10 classes (bench/store_resnet50.py)
 
+Both commands measure the embedded store and then Neo4j: the server at NEO4J_URI, or (unset) a
+local Neo4j Community started from tools/neo4j-local on a temporary directory (--no-neo4j: skip).
+
 Builds ``--classes`` synthetic class circuits of model ``synthnet`` (sized for ~10k relationships
 each, ~1M in all at 100 classes) plus the first class again in model ``othernet`` (for
 compare_models), ingests them through the real path (``store.ingest.ingest``, one checkpoint at
@@ -156,6 +159,7 @@ def bench_backend(name: str, open_fn, args) -> None:
           f"{total_rels / (t1 + t2):,.0f} stored relationships/s  "
           f"(goal >= {GOAL_RELS_PER_S_NEO4J if name == 'Neo4j' else GOAL_RELS_PER_S:,})")
 
+    print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (figures scale with it)")
     print(f"\nquery latency, ms ({args.repeats} runs after 3 warm-up; goal p95 < {GOAL_P95_MS:.0f} ms at "
           f"{args.classes} classes)")
     print(f"| query | p50 @{args.small} | p95 @{args.small} | p50 @{args.classes} | p95 @{args.classes} | rows @{args.classes} | goal |")
@@ -200,7 +204,9 @@ def main() -> None:
     ap.add_argument("--r50-classes", type=int, default=10, help="ResNet50-shaped classes (with --resnet50)")
     ap.add_argument("--cache-dir", default=None, help="where the ResNet50-shaped run directories are kept")
     ap.add_argument("--r50-neo4j", action="store_true",
-                    help="with --resnet50 and no NEO4J_URI: also on a local Neo4j (tools/neo4j-local)")
+                    help="(kept for old command lines: --resnet50 now measures a local Neo4j by default)")
+    ap.add_argument("--no-neo4j", action="store_true",
+                    help="embedded store only (no NEO4J_URI: no local Neo4j is started)")
     args = ap.parse_args()
     if args.resnet50:
         return main_resnet50(args)
@@ -228,6 +234,8 @@ def main() -> None:
 
     local = None
     uri = os.environ.get("NEO4J_URI")
+    if not uri and args.no_neo4j:
+        return
     if not uri:
         local, uri = start_local_neo4j(args)
         if local is None:
@@ -264,6 +272,15 @@ def start_local_neo4j(args):
     return local, uri
 
 
+def _wipe_neo4j(s) -> None:
+    """Empty the Neo4j database: relationships first, in bounded transactions (DETACH DELETE of hub
+    nodes would hold all their relationships in one transaction, past Neo4j's memory limit)."""
+    while s.write("MATCH ()-[e]->() WITH e LIMIT 50000 DELETE e RETURN count(*) AS c")[0]["c"]:
+        pass
+    while s.write("MATCH (n) WITH n LIMIT 20000 DELETE n RETURN count(*) AS c")[0]["c"]:
+        pass
+
+
 def bench_neo4j(uri: str, args) -> None:
     """The same measurements on the Neo4j database at ``uri`` (emptied first; see --neo4j-wipe)."""
     opened = []
@@ -276,11 +293,7 @@ def bench_neo4j(uri: str, args) -> None:
             s.close()
             print(f"\n== Neo4j: skipped ({s.display_url} holds {n} nodes; pass --neo4j-wipe to clear it) ==")
             raise _Skip()
-        # relationships first, in bounded transactions (DETACH DELETE of hub nodes would hold them all at once)
-        while s.write("MATCH ()-[e]->() WITH e LIMIT 50000 DELETE e RETURN count(*) AS c")[0]["c"]:
-            pass
-        while s.write("MATCH (n) WITH n LIMIT 20000 DELETE n RETURN count(*) AS c")[0]["c"]:
-            pass
+        _wipe_neo4j(s)
         opened.append(graph)
         return s
 
@@ -311,7 +324,7 @@ def main_resnet50(args) -> None:
     backends = [("embedded FalkorDB", ["--store", f"embedded:{data_dir}", "--database", "neurflow_bench_r50"],
                  open_embedded, server.pid)] if not args.skip_embedded else []
     uri, local = os.environ.get("NEO4J_URI"), None
-    if not uri and args.r50_neo4j:
+    if not uri and not args.no_neo4j:
         local, uri = start_local_neo4j(args)
     if uri:
         def open_neo4j(graph):
@@ -320,13 +333,12 @@ def main_resnet50(args) -> None:
                 if int(s.read("MATCH (n) RETURN count(n) AS c")[0]["c"]) and not args.neo4j_wipe:
                     s.close()
                     raise SystemExit("Neo4j holds data; pass --neo4j-wipe to clear it")
-                while s.write("MATCH (n) WITH n LIMIT 20000 DETACH DELETE n RETURN count(*) AS c")[0]["c"]:
-                    pass
+                _wipe_neo4j(s)
             return s
         db = ["--database", os.environ["NEO4J_DATABASE"]] if os.environ.get("NEO4J_DATABASE") else []
         backends.append(("Neo4j", ["--store", uri, *db], open_neo4j, None))
     else:
-        print("(Neo4j: skipped; set NEO4J_URI (and NEO4J_USERNAME, NEO4J_PASSWORD) or pass --r50-neo4j)")
+        print("(Neo4j: skipped: --no-neo4j, or no JDK/Maven for tools/neo4j-local; or set NEO4J_URI, NEO4J_PASSWORD)")
     try:
         bench_resnet50(args, backends=backends, latencies=lambda st, p, r: latencies(st, 0, r, params=p))
     finally:

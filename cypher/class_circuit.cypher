@@ -10,6 +10,9 @@
 // (by group id); weights their W(child, parent) of Section 3.5 (signed, as stored) and flows the normalised
 // flow W / Σ|W| into that parent (each parent's incoming |flow| sums to 1). The logit group feeds nothing:
 // empty lists. label, concept and purity come from annotations (null where none).
+// members and neurons are read from the group's aggregates written at ingest (NeuronGroup.members_i,
+// members_j, neurons: docs/graph-model.md "Derived aggregates") instead of sorting its HAS_MEMBER
+// edges per call (~19k members per ResNet50-shaped circuit).
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.class_name = $class
@@ -32,9 +35,8 @@ WITH m, r, g, ps,
      head(collect(CASE WHEN a.key = 'label' THEN a.value END)) AS label,
      head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept,
      head(collect(CASE WHEN a.key = 'purity' THEN a.value END)) AS purity
-MATCH (g)-[:HAS_MEMBER]->(s:SemanticGroup)
-WITH m, r, g, ps, label, concept, purity, s.neuron_index AS i, s.j AS j ORDER BY i, j
-WITH m, r, g, ps, label, concept, purity, collect([i, j]) AS members, collect(DISTINCT i) AS neurons
+WITH m, r, g, ps, label, concept, purity, g.neurons AS neurons,
+     [k IN range(0, size(g.members_i) - 1) | [g.members_i[k], g.members_j[k]]] AS members
 MATCH (m)-[:HAS_LAYER]->(l:Layer {name: g.layer})
 RETURN r.uid AS run, l.depth AS depth, l.name AS layer, g.gid AS group_id, label, concept, purity,
        size(members) AS n_members, members, neurons,

@@ -12,6 +12,9 @@
 // size_* and shared count distinct neurons; jaccard = shared / (size_a + size_b - shared).
 // label_* / concept_* come from annotations (null where none).
 // Strongest first: jaccard, then shared (both descending), then layer, group_a, group_b.
+// Only pairs sharing a neuron are candidates (min_shared below 1 acts as 1). The neurons of a group are
+// its NeuronGroup.neurons aggregate (written at ingest); the pairs come from grouping both runs'
+// (layer, neuron) rows by neuron, so the cost follows the rows, not groups x groups x list scans.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (ra:Run)-[:OF_MODEL]->(m)
 WHERE ra.status = 'complete' AND ra.class_name = $class_a
@@ -19,12 +22,16 @@ WHERE ra.status = 'complete' AND ra.class_name = $class_a
 MATCH (rb:Run)-[:OF_MODEL]->(m)
 WHERE rb.status = 'complete' AND rb.class_name = $class_b
   AND (($run_b IS NULL AND rb.latest = true) OR rb.uid = $run_b)
-MATCH (ra)-[:HAS_GROUP]->(ga:NeuronGroup)-[:HAS_MEMBER]->(:SemanticGroup)-[:OF]->(n:Neuron)
-WITH rb, ga, collect(DISTINCT n) AS na
-MATCH (rb)-[:HAS_GROUP]->(gb:NeuronGroup {layer: ga.layer})-[:HAS_MEMBER]->(:SemanticGroup)-[:OF]->(n:Neuron)
-WITH ga, na, gb, collect(DISTINCT n) AS nb
-WITH ga, gb, size(na) AS size_a, size(nb) AS size_b, size([x IN na WHERE x IN nb]) AS shared
+UNWIND [0, 1] AS side
+WITH side, CASE side WHEN 0 THEN ra ELSE rb END AS r
+MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup)
+UNWIND g.neurons AS i
+WITH g.layer AS layer, i, collect(CASE WHEN side = 0 THEN g END) AS in_a, collect(CASE WHEN side = 1 THEN g END) AS in_b
+UNWIND in_a AS ga
+UNWIND in_b AS gb
+WITH ga, gb, count(*) AS shared
 WHERE shared >= $min_shared
+WITH ga, gb, size(ga.neurons) AS size_a, size(gb.neurons) AS size_b, shared
 WITH ga, gb, size_a, size_b, shared, toFloat(shared) / (size_a + size_b - shared) AS jaccard
 ORDER BY jaccard DESC, shared DESC, ga.layer, ga.gid, gb.gid
 LIMIT $limit

@@ -7,7 +7,8 @@
 // param: run_b string = null     -- run uid for class_b; null: its latest complete run
 // columns: depth, layer, n_a, n_b, shared, n_union, jaccard, run_a, run_b
 // A (B) is the set of neurons at that layer holding a semantic group of class_a's (class_b's) run.
-// Layers where neither circuit has a neuron are left out.
+// Layers where neither circuit has a neuron are left out. One pass over both runs' semantic groups
+// (their layer and neuron_index properties), grouped by (layer, neuron): no per-layer list scans.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (ra:Run)-[:OF_MODEL]->(m)
 WHERE ra.status = 'complete' AND ra.class_name = $class_a
@@ -15,14 +16,14 @@ WHERE ra.status = 'complete' AND ra.class_name = $class_a
 MATCH (rb:Run)-[:OF_MODEL]->(m)
 WHERE rb.status = 'complete' AND rb.class_name = $class_b
   AND (($run_b IS NULL AND rb.latest = true) OR rb.uid = $run_b)
-MATCH (m)-[:HAS_LAYER]->(l:Layer)
-OPTIONAL MATCH (:SemanticGroup {run: ra.uid, layer: l.name})-[:OF]->(na:Neuron)
-WITH ra, rb, l, collect(DISTINCT na.index) AS a
-OPTIONAL MATCH (:SemanticGroup {run: rb.uid, layer: l.name})-[:OF]->(nb:Neuron)
-WITH ra, rb, l, a, collect(DISTINCT nb.index) AS b
-WITH ra, rb, l, a, b, size([x IN a WHERE x IN b]) AS shared
-WHERE size(a) > 0 OR size(b) > 0
-RETURN l.depth AS depth, l.name AS layer, size(a) AS n_a, size(b) AS n_b, shared,
-       size(a) + size(b) - shared AS n_union,
-       toFloat(shared) / (size(a) + size(b) - shared) AS jaccard, ra.uid AS run_a, rb.uid AS run_b
+UNWIND [0, 1] AS side
+WITH m, ra, rb, side, CASE side WHEN 0 THEN ra.uid ELSE rb.uid END AS run
+MATCH (s:SemanticGroup {run: run})
+WITH DISTINCT m, ra, rb, side, s.layer AS layer, s.neuron_index AS i
+WITH m, ra, rb, layer, i, min(side) AS lo, max(side) AS hi
+WITH m, ra, rb, layer, count(CASE WHEN lo = 0 THEN 1 END) AS n_a, count(CASE WHEN hi = 1 THEN 1 END) AS n_b,
+     count(CASE WHEN lo = 0 AND hi = 1 THEN 1 END) AS shared, count(*) AS n_union
+MATCH (m)-[:HAS_LAYER]->(l:Layer {name: layer})
+RETURN l.depth AS depth, l.name AS layer, n_a, n_b, shared, n_union, toFloat(shared) / n_union AS jaccard,
+       ra.uid AS run_a, rb.uid AS run_b
 ORDER BY depth

@@ -22,7 +22,7 @@ from neurflow_graph.synthetic import synthetic_circuit
 
 LABELS = ("Model", "Layer", "Neuron", "Class", "Run", "SemanticGroup", "NeuronGroup", "Patch", "Image")
 TYPES = ("HAS_LAYER", "HAS_NEURON", "OF_MODEL", "EXPLAINS", "HAS_GROUP", "OF", "CONTRIBUTES", "HAS_MEMBER",
-         "FEEDS", "EXEMPLAR", "CROPPED_FROM")
+         "FEEDS", "EXEMPLAR", "CROPPED_FROM", "SHARES_PATCHES")
 
 
 def small(index: int, name: str, **kw) -> Circuit:
@@ -70,6 +70,20 @@ def oracle(circuits: list[Circuit]) -> tuple[Counter, Counter]:
                 rels["HAS_MEMBER"].add(((run, g.layer, g.id), (run, g.layer, idx, j)))
         for e in c.group_edges:
             rels["FEEDS"].add(((run, e.child_layer, e.child_group), (run, e.parent_layer, e.parent_group)))
+    # SHARES_PATCHES: ordered pairs of groups of runs of one class (a run with itself included) whose
+    # members' exemplar patches intersect
+    patches: dict[tuple, set] = {}
+    for c in circuits:
+        run = json.dumps(c.to_dict(), sort_keys=True)
+        sha = {im.id: im.sha256 for im in c.images}
+        box = {p.id: (sha[p.image], tuple(p.box)) for p in c.patches}
+        sg = {(n.layer, n.index, g.id): {box[p] for p in g.patches} for n in c.neurons for g in n.semantic_groups}
+        for g in c.neuron_groups:
+            patches[(c.class_.name, run, g.layer, g.id)] = set().union(*(sg[(g.layer, i, j)] for i, j in g.members))
+    for a, pa in patches.items():
+        for b, pb in patches.items():
+            if a[0] == b[0] and pa & pb:
+                rels["SHARES_PATCHES"].add((a, b))
     return Counter({k: len(v) for k, v in nodes.items()}), Counter({k: len(v) for k, v in rels.items()})
 
 

@@ -36,7 +36,7 @@ def command(run_dirs: tuple[Path, ...], store_url: str, database: str | None, us
     store = open_store(store_url, database=database, username=username, password=password)
     try:
         results = ingest_runs(store=store, runs=runs, force=force, batch_size=batch_size,
-                              on_result=lambda r: click.echo(r.summary()))
+                              on_result=lambda r: click.echo(r.summary()), validated=True)
     finally:
         store.close()
     written = [r for r in results if not r.skipped]

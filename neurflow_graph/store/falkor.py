@@ -499,6 +499,18 @@ def _literal(v: Any) -> str:
     if t is dict:
         return "{" + ",".join([_map_key(k) + _literal(x) for k, x in v.items()]) + "}"
     if t is list or t is tuple:
+        if v:  # fast paths for the long number lists of ingestion (same text as element by element)
+            t0 = type(v[0])
+            if t0 is int and all(type(x) is int for x in v):
+                if not (-_INT64 <= min(v) and max(v) < _INT64):
+                    raise ValueError(f"integer {max(v, key=abs)} does not fit in 64 bits")
+                return "[" + ",".join(map(str, v)) + "]"
+            if t0 is float and all(type(x) is float for x in v):
+                text = ",".join(map(repr, v))
+                if "n" in text:  # inf / nan (finite reprs hold digits, '.', '-', 'e' only)
+                    bad = next(x for x in v if not math.isfinite(x))
+                    raise ValueError(f"{bad!r} is not a finite number (FalkorDB parameters cannot hold NaN or infinity)")
+                return "[" + text + "]"
         return "[" + ",".join([_literal(x) for x in v]) + "]"
     # subclasses and foreign scalars (numpy), checked in an order that keeps bool apart from int
     if isinstance(v, bool):

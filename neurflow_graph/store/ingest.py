@@ -28,7 +28,7 @@ import json
 import time
 from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,11 @@ NODE_PROPS: dict[str, tuple[str, ...]] = {
     "Image": ("sha256", "path"),
     "Patch": ("image_sha256", "x0", "y0", "x1", "y1"),
     "SemanticGroup": ("run", "layer", "neuron_index", "j", "size", "mean_activation"),
-    "NeuronGroup": ("run", "layer", "gid", "size"),
+    "NeuronGroup": ("run", "layer", "gid", "size", "neurons", "members_i", "members_j", "n_patches"),
 }
+# NeuronGroup aggregates, derived from the circuit at ingest (docs/graph-model.md "Derived aggregates"):
+# neurons = distinct member neuron indices (ascending); members_i / members_j = its members
+# [neuron index, j] sorted, as two parallel lists; n_patches = distinct exemplar patches of its members.
 
 # type -> (start label, end label, relationship properties)
 REL_SPEC: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -73,7 +76,7 @@ REL_SPEC: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "EXEMPLAR": ("SemanticGroup", "Patch", ("rank",)),
 }
 
-RUN_PROPS = ("model", "class_name", "class_index", "params", "software_version", "layers")
+RUN_PROPS = ("model", "class_name", "class_index", "params", "software_version", "layers", "n_layers")
 COUNT_KEYS = ("n_neurons", "n_semantic_groups", "n_edges", "n_neuron_groups", "n_group_edges",
               "n_patches", "n_images", "n_nodes", "n_relationships")
 
@@ -131,6 +134,7 @@ class CircuitRows:
     run: dict[str, Any]
     nodes: dict[str, list[dict[str, Any]]]
     rels: dict[str, list[dict[str, Any]]]
+    group_patches: dict[str, set[str]] = field(default_factory=dict)  # NeuronGroup uid -> distinct patch uids
 
     @property
     def n_nodes(self) -> int:
@@ -219,12 +223,20 @@ def circuit_rows(circuit: Circuit, *, validate: bool = True, uid: str | None = N
                      "b": sg_uid(e.parent_layer, e.parent_index, e.parent_group),
                      "run": uid, "weight": float(e.weight), "score": float(e.score)} for e in circuit.edges]
 
+    sg_patches = {(n.layer, n.index, g.id): g.patches for n in circuit.neurons for g in n.semantic_groups}
     ng_rows, member_rows = [], []
+    group_patches: dict[str, set[str]] = {}
     for g in circuit.neuron_groups:
         gu = ng_uid(g.layer, g.id)
-        ng_rows.append({"uid": gu, "run": uid, "layer": g.layer, "gid": int(g.id), "size": len(g.members)})
+        members = sorted((int(i), int(j)) for i, j in g.members)
+        patches: set[int] = set()
         for idx, j in g.members:
             member_rows.append({"a": gu, "b": sg_uid(g.layer, idx, j)})
+            patches.update(sg_patches.get((g.layer, idx, j), ()))
+        group_patches[gu] = {p_uid[p] for p in patches}
+        ng_rows.append({"uid": gu, "run": uid, "layer": g.layer, "gid": int(g.id), "size": len(g.members),
+                        "neurons": sorted({i for i, _ in members}), "members_i": [i for i, _ in members],
+                        "members_j": [j for _, j in members], "n_patches": len(group_patches[gu])})
     feeds_rows = [{"a": ng_uid(e.child_layer, e.child_group), "b": ng_uid(e.parent_layer, e.parent_group), "run": uid,
                    "uid": feeds_uid(uid, e.child_layer, e.child_group, e.parent_layer, e.parent_group),
                    "weight": float(e.weight)} for e in circuit.group_edges]
@@ -258,10 +270,10 @@ def circuit_rows(circuit: Circuit, *, validate: bool = True, uid: str | None = N
         "uid": uid, "model": muid, "class_name": class_name, "class_index": int(circuit.class_.index),
         "params": json.dumps(circuit.params, sort_keys=True, default=str),
         "software_version": circuit.software.get("neurflow_graph") or circuit.software.get("neurflow-graph"),
-        "layers": layers,
+        "layers": layers, "n_layers": len({n.layer for n in circuit.neurons}),
         "created_at": circuit.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = CircuitRows(uid=uid, run=run, nodes=nodes, rels=rels)
+    out = CircuitRows(uid=uid, run=run, nodes=nodes, rels=rels, group_patches=group_patches)
     run.update({
         "n_neurons": len(nodes["Neuron"]), "n_semantic_groups": len(nodes["SemanticGroup"]),
         "n_edges": len(rels["CONTRIBUTES"]), "n_neuron_groups": len(nodes["NeuronGroup"]),
@@ -323,6 +335,153 @@ def _write_all(store: Any, rows: CircuitRows, batch_size: int) -> None:
             store.write_rows(rel_query(rel_type), rows.rels[rel_type], batch_size=batch_size)
 
 
+# ---- the create path: a run that is not in the store yet ---------------------------------------
+# Run-owned nodes (SemanticGroup, NeuronGroup) and every relationship touching them are CREATEd,
+# with their endpoints found by the internal node id the store returned when it wrote them (no
+# uid index lookups, no MERGE pattern checks); shared nodes are MERGEd on their uid as always.
+# Rows are nested (one row per node, its relationships as lists) so that each batch carries about
+# ``batch_size`` relationships. Used only when the run status protocol says the run is absent or
+# incomplete (its remains are deleted first); a forced rewrite of a complete run, and the second
+# attempt after a failed verification, use the MERGE path (_write_all).
+
+ID_FUNCTION = {"falkordb": "id", "neo4j": "elementId"}  # the backend's internal node id function
+
+
+def _id_queries(fn: str) -> dict[str, str]:
+    """The create path's queries, with ``fn`` (``id`` or ``elementId``) as the node id function. Each
+    id is projected to a variable before its MATCH: FalkorDB seeks by id only when compared with a
+    variable (``WHERE id(n) = row.n`` scans the label)."""
+    sg_props = ", ".join(f"{p}: row.{p}" for p in NODE_PROPS["SemanticGroup"] if p != "run")
+    ng_props = ", ".join(f"{p}: row.{p}" for p in NODE_PROPS["NeuronGroup"] if p != "run")
+    return {
+        "SemanticGroup": (f"UNWIND $rows AS row WITH row, row.n AS nid MATCH (n:Neuron) WHERE {fn}(n) = nid "
+                          f"CREATE (s:SemanticGroup {{uid: row.uid, run: $run, {sg_props}}})-[:OF]->(n) "
+                          f"RETURN row.uid AS uid, {fn}(s) AS id"),
+        "EXEMPLAR": (f"UNWIND $rows AS row WITH row, row.s AS sid MATCH (s:SemanticGroup) WHERE {fn}(s) = sid "
+                     "UNWIND range(0, size(row.p) - 1) AS k WITH s, row.p[k] AS pid, row.r[k] AS rank "
+                     f"MATCH (x:Patch) WHERE {fn}(x) = pid CREATE (s)-[:EXEMPLAR {{rank: rank}}]->(x)"),
+        "CONTRIBUTES": (f"UNWIND $rows AS row WITH row, row.s AS sid MATCH (s:SemanticGroup) WHERE {fn}(s) = sid "
+                        "UNWIND range(0, size(row.c) - 1) AS k WITH s, row.c[k] AS cid, row.w[k] AS w, row.x[k] AS x "
+                        f"MATCH (n:Neuron) WHERE {fn}(n) = cid "
+                        "CREATE (n)-[:CONTRIBUTES {run: $run, weight: w, score: x}]->(s)"),
+        "NeuronGroup": ("UNWIND $rows AS row MATCH (r:Run {uid: $run}) "
+                        f"CREATE (r)-[:HAS_GROUP]->(g:NeuronGroup {{uid: row.uid, run: $run, {ng_props}}}) "
+                        f"RETURN row.uid AS uid, {fn}(g) AS id"),
+        "HAS_MEMBER": (f"UNWIND $rows AS row WITH row, row.g AS gid MATCH (g:NeuronGroup) WHERE {fn}(g) = gid "
+                       f"UNWIND row.m AS sid MATCH (s:SemanticGroup) WHERE {fn}(s) = sid CREATE (g)-[:HAS_MEMBER]->(s)"),
+        "FEEDS": ("UNWIND $rows AS row WITH row, row.a AS aid, row.b AS bid "
+                  f"MATCH (a:NeuronGroup) WHERE {fn}(a) = aid MATCH (b:NeuronGroup) WHERE {fn}(b) = bid "
+                  "CREATE (a)-[:FEEDS {run: $run, uid: row.uid, weight: row.weight}]->(b)"),
+    }
+
+
+def _nested_batches(rows: list[dict[str, Any]], key: str, size: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive lists of ``rows`` holding about ``size`` items of their ``key`` lists each."""
+    chunk: list[dict[str, Any]] = []
+    n = 0
+    for r in rows:
+        chunk.append(r)
+        n += len(r[key]) + 1
+        if n >= size:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
+def _write_ids(store: Any, query: str, rows: list[dict[str, Any]], batch_size: int,
+               **params: Any) -> dict[str, Any]:
+    """Run ``query`` (returning ``uid``, ``id``) over ``rows`` in batches; uid -> internal id."""
+    out: dict[str, Any] = {}
+    for i in range(0, len(rows), batch_size):
+        for r in store.write(query, {"rows": rows[i:i + batch_size], **params}):
+            out[r["uid"]] = r["id"]
+    return out
+
+
+def _delete_remains(store: Any, uid: str) -> None:
+    """Remove what an interrupted ingest of run ``uid`` left (its own nodes with their
+    relationships), in bounded transactions; annotations of them stay and are linked again later."""
+    for label in ("SemanticGroup", "NeuronGroup"):
+        while store.write(f"UNWIND $rows AS row MATCH (n:{label} {{run: row.run}}) WITH n LIMIT 5000 DETACH DELETE n "
+                          "RETURN count(*) AS c", {"rows": [{"run": uid}]})[0]["c"]:
+            pass
+
+
+_RELINK = ("MATCH (a:Annotation) WHERE a.target_label IN ['NeuronGroup', 'SemanticGroup', 'FEEDS'] "
+           "AND a.target STARTS WITH $prefix AND NOT (a)-[:ANNOTATES]->() RETURN a.uid AS uid, a.target AS target, "
+           "a.target_label AS label")
+
+
+def _relink_annotations(store: Any, uid: str, ids: dict[str, Any], fn: str) -> None:
+    """Point annotations of run ``uid``'s own nodes (left unlinked by _delete_remains) at the new nodes."""
+    rows = []
+    for r in store.read(_RELINK, {"prefix": uid + "/"}):
+        target = r["target"].split(">", 1)[0] if r["label"] == "FEEDS" else r["target"]
+        if target in ids:
+            rows.append({"uid": r["uid"], "t": ids[target]})
+    if rows:
+        store.write_rows(f"UNWIND $rows AS row WITH row, row.t AS tid MATCH (a:Annotation {{uid: row.uid}}) "
+                         f"MATCH (b) WHERE {fn}(b) = tid "
+                         "MERGE (a)-[r:ANNOTATES]->(b)", rows, batch_size=5000)
+
+
+def _create_all(store: Any, rows: CircuitRows, batch_size: int, *, partial: bool) -> None:
+    """The create path (see above): shared nodes MERGEd (ids returned), the run's own nodes and
+    relationships CREATEd by id. ``partial``: an earlier ingest of the run left remains (deleted first)."""
+    fn = ID_FUNCTION[store.backend]
+    q = _id_queries(fn)
+    uid = rows.uid
+    if partial:
+        _delete_remains(store, uid)
+    for label in ("Model", "Class", "Layer", "Image"):
+        if rows.nodes[label]:
+            store.write_rows(node_query(label), rows.nodes[label], batch_size=batch_size)
+    ret = f" RETURN row.uid AS uid, {fn}(n) AS id"
+    patch_id = _write_ids(store, node_query("Patch") + ret, rows.nodes["Patch"], batch_size)
+    neuron_id = _write_ids(store, node_query("Neuron") + ret, rows.nodes["Neuron"], batch_size)
+    for rel_type in ("HAS_LAYER", "HAS_NEURON", "CROPPED_FROM", "OF_MODEL", "EXPLAINS"):  # shared endpoints
+        if rows.rels[rel_type]:
+            store.write_rows(rel_query(rel_type), rows.rels[rel_type], batch_size=batch_size)
+    of = {r["a"]: r["b"] for r in rows.rels["OF"]}
+    sg_rows = [{**{k: r[k] for k in NODE_PROPS["SemanticGroup"] if k != "run"}, "uid": r["uid"],
+                "n": neuron_id[of[r["uid"]]]} for r in rows.nodes["SemanticGroup"]]
+    sg_id = _write_ids(store, q["SemanticGroup"], sg_rows, batch_size, run=uid)
+    del sg_rows
+    ex: dict[str, tuple[list[Any], list[int]]] = {}
+    for r in rows.rels["EXEMPLAR"]:
+        p, rk = ex.setdefault(r["a"], ([], []))
+        p.append(patch_id[r["b"]])
+        rk.append(r["rank"])
+    ex_rows = [{"s": sg_id[s], "p": p, "r": rk} for s, (p, rk) in ex.items()]
+    del ex
+    for chunk in _nested_batches(ex_rows, "p", batch_size):
+        store.write(q["EXEMPLAR"], {"rows": chunk})
+    del ex_rows
+    co: dict[str, tuple[list[Any], list[float], list[float]]] = {}
+    for r in rows.rels["CONTRIBUTES"]:
+        c, w, x = co.setdefault(r["b"], ([], [], []))
+        c.append(neuron_id[r["a"]])
+        w.append(r["weight"])
+        x.append(r["score"])
+    co_rows = [{"s": sg_id[s], "c": c, "w": w, "x": x} for s, (c, w, x) in co.items()]
+    del co
+    for chunk in _nested_batches(co_rows, "c", batch_size):
+        store.write(q["CONTRIBUTES"], {"rows": chunk, "run": uid})
+    del co_rows
+    ng_rows = [{k: r[k] for k in ("uid", *NODE_PROPS["NeuronGroup"]) if k != "run"} for r in rows.nodes["NeuronGroup"]]
+    ng_id = _write_ids(store, q["NeuronGroup"], ng_rows, batch_size, run=uid)
+    mem: dict[str, list[Any]] = {}
+    for r in rows.rels["HAS_MEMBER"]:
+        mem.setdefault(r["a"], []).append(sg_id[r["b"]])
+    for chunk in _nested_batches([{"g": ng_id[g], "m": m} for g, m in mem.items()], "m", batch_size):
+        store.write(q["HAS_MEMBER"], {"rows": chunk})
+    feeds = [{"a": ng_id[r["a"]], "b": ng_id[r["b"]], "uid": r["uid"], "weight": r["weight"]} for r in rows.rels["FEEDS"]]
+    store.write_rows(q["FEEDS"], feeds, batch_size=batch_size, run=uid)
+    if partial:
+        _relink_annotations(store, uid, {**sg_id, **ng_id}, fn)
+
+
 def _observed(store: Any, uid: str) -> dict[str, int]:
     return {r["kind"]: int(r["n"]) for r in store.read(VERIFY_QUERY, {"run": uid})}
 
@@ -342,22 +501,25 @@ def legacy_annotations(circuit: Circuit) -> list[Annotation]:
 
 def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int = INGEST_BATCH_SIZE,
            checkpoint: bool = True, annotations: Sequence[Annotation] = (),
-           run_dir: str | Path | None = None) -> IngestResult:
+           run_dir: str | Path | None = None, validated: bool = False) -> IngestResult:
     """Ingest ``circuit`` into ``store`` idempotently (see the module doc), then ``annotations``
     (those whose targets are not in the store are skipped and counted); return what was written.
     ``run_dir``: where the run directory is, recorded as ``Run.run_dir`` (absolute; a location,
-    not part of the identity: re-ingesting from elsewhere updates it).
+    not part of the identity: re-ingesting from elsewhere updates it). ``validated``: the caller
+    has just validated ``circuit`` (load_circuit does), so it is not checked a second time.
 
     A run already complete is skipped unless ``force``; its annotations are still written and its
     (model, class)'s ``latest`` recomputed, which repairs a client killed between the two writes."""
     from neurflow_graph.store.annotations import write_annotations
+    from neurflow_graph.store.overlaps import write_patch_overlaps
     from neurflow_graph.store.paths import write_best_paths
     from neurflow_graph.store.runs import recompute_latest
 
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     t0 = time.perf_counter()
-    circuit.validate()
+    if not validated:
+        circuit.validate()
     uid = run_uid(circuit)
     muid, class_name = model_uid(circuit), circuit.class_.name
     annotations = [*legacy_annotations(circuit), *annotations]
@@ -369,8 +531,14 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
         rows = circuit_rows(circuit, validate=False, uid=uid)
         store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
         expected = expected_counts(rows)
+        create = not (status and status[0]["status"] == "complete") and store.backend in ID_FUNCTION
         for attempt in (1, 2):
-            _write_all(store, rows, batch_size)
+            if attempt == 1 and create:
+                _create_all(store, rows, batch_size, partial=bool(status))
+            else:
+                if create:  # the create path's result did not verify: start again from nothing
+                    _delete_remains(store, uid)
+                _write_all(store, rows, batch_size)
             observed = _observed(store, uid)
             missing = {k: (observed.get(k, 0), n) for k, n in expected.items() if observed.get(k, 0) != n}
             if not missing:
@@ -379,10 +547,12 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
                 detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
                 raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
                                  f"deleting runs in {store.display_url}? Ingest it again")
-        # derived from the content only (store/paths.py): every group's best paths to the logit
+        # derived from the content only: every group's best paths to the logit (store/paths.py) and
+        # its exemplar-patch overlaps with the groups of this and other runs of the class (store/overlaps.py)
         write_best_paths(store=store, circuit=circuit, run_uid=uid)
+        pairs = write_patch_overlaps(store=store, run_uid=uid, class_name=class_name, group_patches=rows.group_patches)
         store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
-        nodes, rels = rows.n_nodes, rows.n_relationships
+        nodes, rels = rows.n_nodes, rows.n_relationships + pairs
         del rows
     # after "complete": a client killed here leaves latest stale; the next ingest (even a skip) repairs it
     recompute_latest(store=store, pairs=[(muid, class_name)])
@@ -413,7 +583,7 @@ def ingest_run_dir(*, store: Any, run_dir: str | Path, force: bool = False, batc
     run_dir = Path(run_dir)
     circuit = load_circuit(run_dir)
     res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=checkpoint,
-                 annotations=read_run_annotations(run_dir), run_dir=run_dir)
+                 annotations=read_run_annotations(run_dir), run_dir=run_dir, validated=True)
     res.source = run_dir
     return res
 
@@ -477,16 +647,18 @@ def iter_runs(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Circuit]]:
 
 def ingest_runs(*, store: Any, runs: Iterable[tuple[Path | None, Circuit]], force: bool = False,
                 batch_size: int = INGEST_BATCH_SIZE,
-                on_result: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
+                on_result: Callable[[IngestResult], None] | None = None,
+                validated: bool = False) -> list[IngestResult]:
     """Ingest runs one after the other as ``runs`` yields them (each with its run directory's
     annotations when the directory is given), with one checkpoint at the end; ``on_result`` sees
-    each result as soon as it is done. A run that fails to load stops here; the runs before it
-    stay complete."""
+    each result as soon as it is done (``validated``: ``runs`` yields validated circuits, as
+    :func:`iter_runs` does). A run that fails to load stops here; the runs before it stay complete."""
     results: list[IngestResult] = []
     try:
         for d, circuit in runs:
             res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=False,
-                         annotations=read_run_annotations(d) if d is not None else (), run_dir=d)
+                         annotations=read_run_annotations(d) if d is not None else (), run_dir=d,
+                         validated=validated)
             del circuit
             res.source = d
             results.append(res)

@@ -32,7 +32,8 @@ INDEXED: dict[str, tuple[str, ...]] = {
 
 RELATIONSHIP_TYPES: tuple[str, ...] = ("HAS_LAYER", "HAS_NEURON", "OF_MODEL", "EXPLAINS", "HAS_GROUP", "OF",
                                        "CONTRIBUTES", "HAS_MEMBER", "FEEDS", "EXEMPLAR", "CROPPED_FROM",
-                                       "ANNOTATES", "HAS_BASIS", "HAS_DIRECTION", "ALIGNED_WITH", "COVERS")
+                                       "ANNOTATES", "HAS_BASIS", "HAS_DIRECTION", "ALIGNED_WITH", "COVERS",
+                                       "SHARES_PATCHES")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
