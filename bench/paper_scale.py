@@ -95,22 +95,37 @@ def channels(model, layers: list[str], side: int) -> dict[str, int]:
     return got
 
 
-def project(rows: list[dict], model, params: ExtractParams, side: int) -> list[dict]:
-    """Remaining layers' time, modelled as ``rate x targets x k x F`` (F: the slice's forward FLOPs per
-    patch), ``rate`` calibrated on the measured layers that ran IG; targets: exact for the first
-    remaining layer, then the upper bound min(channels, tau x targets above)."""
+def project(rows: list[dict], partial: dict | None, model, params: ExtractParams, side: int) -> list[dict]:
+    """Remaining layers' time. The layer cut by the time box: its measured time x (pairs / pairs done).
+    Later layers: ``rate x targets x k x F`` (F: the slice's forward FLOPs per patch), ``rate`` (s per
+    FLOP of F) calibrated on the measured IG work; targets: exact for the layer right after the last
+    finished one, then the upper bound min(channels, tau x targets above)."""
     layers = list(model.spec.layers)
     flops = slice_flops(model, layers, side)
     width = channels(model, layers, side)
     done = [r for r in rows if r["layer"] in flops and r["targets"] > 0]
     work = sum(r["targets"] * params.k * flops[r["layer"]] for r in done)
-    rate = sum(r["seconds"] for r in done) / work if work else float("nan")
-    out, targets = [], rows[-1]["next_targets"]
-    for layer in layers[len(rows):]:
+    seconds = sum(r["seconds"] for r in done)
+    out = []
+    targets = rows[-1]["next_targets"] if rows else 1
+    start = len(rows)
+    if partial is not None and partial["pairs_done"] > 0:
+        work += partial["pairs_done"] * flops.get(partial["layer"], 0.0)
+        seconds += partial["seconds"]
+        total = partial["seconds"] * partial["pairs_total"] / partial["pairs_done"]
+        out.append({"layer": partial["layer"], "targets": targets, "seconds": total,
+                    "note": f"measured {partial['seconds']:.0f} s for {partial['pairs_done']} of "
+                            f"{partial['pairs_total']} pairs, scaled"})
+        targets = min(width[layers[start + 1]], params.tau_for(layers[start + 1]) * targets) \
+            if start + 1 < len(layers) else 0
+        start += 1
+    rate = seconds / work if work else float("nan")
+    for layer in layers[start:]:
         lower_work = flops.get(layer, 0.0)
         seconds = rate * targets * params.k * lower_work if layer in flops else float("nan")
-        out.append({"layer": layer, "targets": targets, "seconds": seconds})
-        targets = min(width[layer], params.tau_for(layer) * targets) if layer != layers[-1] else 0
+        out.append({"layer": layer, "targets": targets, "seconds": seconds, "note": "modelled"})
+        nxt = layers.index(layer) + 1
+        targets = min(width[layers[nxt]], params.tau_for(layers[nxt]) * targets) if nxt < len(layers) else 0
     return out
 
 
@@ -157,16 +172,32 @@ def run_circuit(args, peak: float) -> None:
                 if args.time_box and now - start > args.time_box and info["index"] + 1 < len(model.spec.layers):
                     raise TimeBox
 
+            real_attribute = circuit_builder.SliceAttributor.attribute
+            partial = {"pairs_done": 0, "seconds": 0.0}
+
+            def attribute(self, **kw):  # counts (target, patch) pairs; stops mid-layer once the box is spent
+                out = real_attribute(self, **kw)
+                partial["pairs_done"] += int((kw["slot_targets"] >= 0).sum())
+                if args.time_box and time.perf_counter() - start > args.time_box:
+                    raise TimeBox
+                return out
+
+            def on_layer_reset(info: dict) -> None:
+                partial["pairs_done"] = 0
+                on_layer(info)
+
             circuit_builder.scan_activations = timed_scan
+            circuit_builder.SliceAttributor.attribute = attribute
             finished = True
             try:
                 with fc:
                     c = extract_circuit(model=model, images=records, class_index=cls, params=params, progress=False,
-                                        on_layer=on_layer, memory_budget=args.memory_budget)
+                                        on_layer=on_layer_reset, memory_budget=args.memory_budget)
             except TimeBox:
                 finished = False
             finally:
                 circuit_builder.scan_activations = real_scan
+                circuit_builder.SliceAttributor.attribute = real_attribute
             wall = time.perf_counter() - start
             if "scan_s" in marks:
                 print(f"   scan: {marks['scan_s']:.1f} s, {marks['scan_flops'] / 1e9:.1f} GFLOP "
@@ -177,12 +208,18 @@ def run_circuit(args, peak: float) -> None:
                       f"phases: " + ", ".join(f"{k} {v:.1f}" for k, v in c.timing.items()))
                 print(f"   IG phase {ig:.1f} s")
             else:
-                proj = project(rows, model, params, 224)
+                cut = None
+                if len(rows) < len(model.spec.layers) and partial["pairs_done"]:
+                    cut = {"layer": model.spec.layers[len(rows)], "pairs_done": partial["pairs_done"],
+                           "pairs_total": (rows[-1]["next_targets"] if rows else 1) * params.k,
+                           "seconds": time.perf_counter() - marks["t"]}
+                proj = project(rows, cut, model, params, 224)
                 print(f"   time box {args.time_box:.0f} s spent after {len(rows)} of {len(model.spec.layers)} layers "
                       f"({wall:.1f} s measured). PROJECTION for the rest (not measured; cost ~ targets x k x slice "
                       "FLOPs, calibrated on the layers above; targets beyond the next layer are upper bounds):")
                 for r in proj:
-                    print(f"   PROJECTION {r['layer']:12s} targets <= {r['targets']:5d}  ~{r['seconds']:9.0f} s")
+                    print(f"   PROJECTION {r['layer']:12s} targets <= {r['targets']:5d}  ~{r['seconds']:9.0f} s  "
+                          f"({r['note']})")
                 total = wall + sum(r["seconds"] for r in proj if np.isfinite(r["seconds"]))
                 print(f"   PROJECTION whole circuit ~{total:.0f} s ({total / 60:.0f} min) on this machine")
 
