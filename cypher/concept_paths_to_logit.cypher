@@ -36,21 +36,18 @@ UNWIND range(0, stride - 1) AS j
 MATCH (x:NeuronGroup {run: r.uid, layer: r.layers[stride - 1 - j], gid: gids[j]})
 OPTIONAL MATCH (x)-[f:FEEDS]->(y:NeuronGroup {run: r.uid})
 WHERE j < stride - 1 AND y.layer = r.layers[stride - 2 - j] AND y.gid = gids[j + 1]
-OPTIONAL MATCH (e:Annotation {target_label: 'FEEDS', key: 'feature_evolution_text'})-[:ANNOTATES]->(x)
-WHERE e.target = f.uid AND ($source IS NULL OR e.source = $source)
-WITH r, start_group, i, strength, flows, j, x, e
-ORDER BY CASE WHEN e.source = 'user' THEN 0 WHEN e.source STARTS WITH 'mllm:' THEN 1
-              WHEN e.source = 'ground_truth' THEN 2 ELSE 3 END, e.created_at DESC
-WITH r, start_group, i, strength, flows, j, x, head(collect(e.value)) AS evolution
 OPTIONAL MATCH (a:Annotation)-[:ANNOTATES]->(x)
-WHERE a.target_label = 'NeuronGroup' AND a.key IN ['label', 'caption', 'concept'] AND ($source IS NULL OR a.source = $source)
-WITH r, start_group, i, strength, flows, j, x, evolution, a
+WHERE ((a.target_label = 'NeuronGroup' AND a.key IN ['label', 'caption', 'concept'])
+       OR (a.target_label = 'FEEDS' AND a.key = 'feature_evolution_text' AND a.target = f.uid))
+  AND ($source IS NULL OR a.source = $source)
+WITH r, start_group, i, strength, flows, j, x, a
 ORDER BY CASE WHEN a.source = 'user' THEN 0 WHEN a.source STARTS WITH 'mllm:' THEN 1
               WHEN a.source = 'ground_truth' THEN 2 ELSE 3 END, a.created_at DESC
-WITH r, start_group, i, strength, flows, j, x, evolution,
+WITH r, start_group, i, strength, flows, j, x,
      head(collect(CASE WHEN a.key = 'label' THEN [a.value, a.source] END)) AS label,
      head(collect(CASE WHEN a.key = 'caption' THEN a.value END)) AS caption,
-     head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept
+     head(collect(CASE WHEN a.key = 'concept' THEN a.value END)) AS concept,
+     head(collect(CASE WHEN a.key = 'feature_evolution_text' THEN a.value END)) AS evolution
 WITH r, start_group, i, strength, flows, j, x, evolution, label, caption, concept ORDER BY j
 WITH r, start_group, i, strength, flows, collect(x.layer + '/' + toString(x.gid)) AS path,
      collect([label[0], label[1], caption, concept, evolution]) AS ann
