@@ -565,6 +565,10 @@ def test_group_queries_carry_labels_captions_and_feature_evolution(world: World)
     assert gt["label"] is None and gt["caption"] is None and gt["concept"] == "texture:stripes"
 
     model = world.circuit.model.name
+    circuit = run_query(store=world.store, name="class_circuit", params={"model": model, "class": "bee"})
+    assert {(r["layer"], r["group_id"]): (r["label"], r["label_source"], r["caption"]) for r in circuit} == {
+        k: (f"{_tag(world.mosaic[k]['sha256'])}; smooth edges; warm colours", SOURCE,
+            f"Mosaic {_tag(world.mosaic[k]['sha256'])} shows smooth edges in warm colours.") for k in world.groups()}
     paths = run_query(store=world.store, name="concept_paths_to_logit",
                       params={"model": model, "class": "bee", "layer": "b1", "limit": 5})
     assert paths

@@ -97,6 +97,14 @@ def expected_annotation(c: Circuit, layer: str, gid: int, key: str, source: str 
     return min(found, key=lambda x: x[0])[1] if found else None
 
 
+def expected_source(c: Circuit, layer: str, gid: int, key: str, source: str | None = None):
+    """The source of the value expected_annotation picks (None when there is none)."""
+    rank = {"user": 0, "ground_truth": 2}
+    found = [(rank.get(src, 1), src) for lay, g, k, v, src in annotations_of(c)
+             if (lay, g, k) == (layer, gid, key) and (source is None or src == source)]
+    return min(found, key=lambda x: x[0])[1] if found else None
+
+
 def _annotate(store, c: Circuit, uid: str) -> None:
     from neurflow_graph.annotations import make_annotation
     from neurflow_graph.store.annotations import write_annotations
@@ -196,6 +204,8 @@ def oracle_class_circuit(c: Circuit, run: str, source: str | None = None) -> lis
                      key=lambda e: e.parent_group)
         rows.append({"run": run, "depth": depth[g.layer], "layer": g.layer, "group_id": g.id,
                      "label": expected_annotation(c, g.layer, g.id, "label", source),
+                     "label_source": expected_source(c, g.layer, g.id, "label", source),
+                     "caption": expected_annotation(c, g.layer, g.id, "caption", source),
                      "concept": expected_annotation(c, g.layer, g.id, "concept", source),
                      "purity": expected_annotation(c, g.layer, g.id, "purity", source),
                      "n_members": len(g.members), "members": sorted(list(m) for m in g.members),
