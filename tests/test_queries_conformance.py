@@ -457,13 +457,16 @@ def oracle_compare_models(a: Circuit, b: Circuit, ua: str, ub: str, *, min_share
                 "group_edges": len(c.group_edges)}
 
     ma, mb = metrics(a, ua), metrics(b, ub)
-    none = {"layer_a": None, "group_a": None, "layer_b": None, "group_b": None, "shared": None, "jaccard": None}
+    none = {"layer_a": None, "group_a": None, "layer_b": None, "group_b": None, "shared": None, "jaccard": None,
+            "label_a": None, "label_b": None}
     rows = [{"section": "summary", "metric": k, **none, "value_a": ma[k], "value_b": mb[k]} for k in ma]
     pairs = _pairs_by_jaccard(group_patches(a), group_patches(b), same_layer=False, min_shared=min_shared)
     pairs.sort(key=lambda p: (-p["jaccard"], -p["shared"], p["la"], p["ia"], p["lb"], p["ib"]))
     rows += [{"section": "pair", "metric": "patch_overlap", "layer_a": p["la"], "group_a": p["ia"],
               "layer_b": p["lb"], "group_b": p["ib"], "value_a": p["na"], "value_b": p["nb"],
-              "shared": p["shared"], "jaccard": p["jaccard"]} for p in pairs[:limit]]
+              "shared": p["shared"], "jaccard": p["jaccard"],
+              "label_a": expected_annotation(a, p["la"], p["ia"], "label"),
+              "label_b": expected_annotation(b, p["lb"], p["ib"], "label")} for p in pairs[:limit]]
     return rows
 
 
