@@ -104,14 +104,17 @@ def project(rows: list[dict], partial: dict | None, model, params: ExtractParams
     flops = slice_flops(model, layers, side)
     width = channels(model, layers, side)
     done = [r for r in rows if r["layer"] in flops and r["targets"] > 0]
+    if len(done) > 1 or partial is not None:  # the logit slice collapses to one IG point: a poor calibration
+        done = [r for r in done if r["index"] > 0]
     work = sum(r["targets"] * params.k * flops[r["layer"]] for r in done)
     seconds = sum(r["seconds"] for r in done)
     out = []
     targets = rows[-1]["next_targets"] if rows else 1
     start = len(rows)
     if partial is not None and partial["pairs_done"] > 0:
-        work += partial["pairs_done"] * flops.get(partial["layer"], 0.0)
-        seconds += partial["seconds"]
+        if start > 0 or not done:
+            work += partial["pairs_done"] * flops.get(partial["layer"], 0.0)
+            seconds += partial["seconds"]
         total = partial["seconds"] * partial["pairs_total"] / partial["pairs_done"]
         out.append({"layer": partial["layer"], "targets": targets, "seconds": total,
                     "note": f"measured {partial['seconds']:.0f} s for {partial['pairs_done']} of "
@@ -121,8 +124,10 @@ def project(rows: list[dict], partial: dict | None, model, params: ExtractParams
         start += 1
     rate = seconds / work if work else float("nan")
     for layer in layers[start:]:
-        lower_work = flops.get(layer, 0.0)
-        seconds = rate * targets * params.k * lower_work if layer in flops else float("nan")
+        if layer not in flops:  # the leaf layer: concepts and semantic groups only, no IG
+            out.append({"layer": layer, "targets": targets, "seconds": 0.0, "note": "leaf: no IG, not modelled"})
+            continue
+        seconds = rate * targets * params.k * flops[layer]
         out.append({"layer": layer, "targets": targets, "seconds": seconds, "note": "modelled"})
         nxt = layers.index(layer) + 1
         targets = min(width[layers[nxt]], params.tau_for(layers[nxt]) * targets) if nxt < len(layers) else 0
