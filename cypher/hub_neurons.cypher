@@ -5,16 +5,20 @@
 // param: limit int = 20          -- at most this many neurons
 // columns: depth, layer, neuron, n_classes, classes
 // A circuit uses a neuron when the run holds a semantic group of it. classes is sorted by name.
-// Ordered by n_classes descending, then depth and neuron index.
+// Ordered by n_classes descending, then depth and neuron index. A neuron is (layer, index) of the
+// model: read from the runs' semantic groups (layer, neuron_index) without walking OF to Neuron nodes;
+// depth from the model's Layer nodes.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
+MATCH (m)-[:HAS_LAYER]->(l:Layer)
+WITH m, collect(l.name) AS names, collect(l.depth) AS depths
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
-MATCH (:SemanticGroup {run: r.uid})-[:OF]->(n:Neuron)
-WITH DISTINCT n, r.class_name AS cls
-WITH n, cls ORDER BY cls
-WITH n, collect(cls) AS classes
+MATCH (s:SemanticGroup {run: r.uid})
+WITH DISTINCT names, depths, s.layer AS layer, s.neuron_index AS neuron, r.class_name AS cls
+WITH names, depths, layer, neuron, cls ORDER BY cls
+WITH names, depths, layer, neuron, collect(cls) AS classes
 WHERE size(classes) >= $min_classes
-MATCH (l:Layer)-[:HAS_NEURON]->(n)
-RETURN l.depth AS depth, l.name AS layer, n.index AS neuron, size(classes) AS n_classes, classes
+WITH layer, neuron, classes, [k IN range(0, size(names) - 1) WHERE names[k] = layer | depths[k]][0] AS depth
+RETURN depth, layer, neuron, size(classes) AS n_classes, classes
 ORDER BY n_classes DESC, depth, neuron
 LIMIT $limit

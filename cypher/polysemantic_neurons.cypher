@@ -5,15 +5,19 @@
 // columns: depth, layer, neuron, semantic_groups, n_classes, max_in_class, mean_per_class
 // semantic_groups = Σ over classes of the neuron's semantic groups in that class's run; n_classes =
 // runs using the neuron; max_in_class / mean_per_class per using run. Ordered by semantic_groups
-// descending, then depth and neuron index.
+// descending, then depth and neuron index. A neuron is (layer, index) of the model, read from the
+// semantic groups' layer and neuron_index without walking OF to Neuron nodes.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
+MATCH (m)-[:HAS_LAYER]->(l:Layer)
+WITH m, collect(l.name) AS names, collect(l.depth) AS depths
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
-MATCH (s:SemanticGroup {run: r.uid})-[:OF]->(n:Neuron)
-WITH n, r, count(s) AS k
-WITH n, toInteger(sum(k)) AS semantic_groups, count(r) AS n_classes, max(k) AS max_in_class
-MATCH (l:Layer)-[:HAS_NEURON]->(n)
-RETURN l.depth AS depth, l.name AS layer, n.index AS neuron, semantic_groups, n_classes, max_in_class,
+MATCH (s:SemanticGroup {run: r.uid})
+WITH names, depths, s.layer AS layer, s.neuron_index AS neuron, r, count(s) AS k
+WITH names, depths, layer, neuron, toInteger(sum(k)) AS semantic_groups, count(r) AS n_classes, max(k) AS max_in_class
+WITH layer, neuron, semantic_groups, n_classes, max_in_class,
+     [i IN range(0, size(names) - 1) WHERE names[i] = layer | depths[i]][0] AS depth
+RETURN depth, layer, neuron, semantic_groups, n_classes, max_in_class,
        toFloat(semantic_groups) / n_classes AS mean_per_class
 ORDER BY semantic_groups DESC, depth, neuron
 LIMIT $limit
