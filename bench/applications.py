@@ -1,6 +1,6 @@
 """Debugging and evaluation figures of issue 10, measured on a finished demo (`neurflow-graph demo`).
 
-    .venv/bin/python bench/applications.py [--data-dir neurflow-data] [--timing-class bee]
+    .venv/bin/python bench/applications.py [--data-dir neurflow-data] [--timing-class bee] [--skip-classes] [--threads N]
 
 1. `debug` of every biased class on the bias split (as the demo ran it: RUN_DIR/debug/LAYER/debug.json):
    the share of false positives whose highest-M group is a spurious-context group, and the share
@@ -27,12 +27,16 @@ def main() -> None:
     ap.add_argument("--timing-class", default="bee")
     ap.add_argument("--skip-classes", action="store_true", help="only the timing of one run")
     ap.add_argument("--only-model", action="store_true", help="only the demo model on the world's sets, per class")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own, 2 here)")
     args = ap.parse_args()
     if args.only_model:
         model_per_class()
         return
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from neurflow_graph.datasets.images import list_images
     from neurflow_graph.debugging.runs import locate_run, load_run_model
