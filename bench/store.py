@@ -72,7 +72,18 @@ def query_params(n_classes: int) -> dict[str, dict]:
         "compare_models": {"model_a": "synthnet", "model_b": "othernet", "class": "class_000"},
         "polysemantic_neurons": {"model": "synthnet"},
         "dashboard_summary": {"model": "synthnet"},
+        "groups_by_label": {"text": "stripes", "model": "synthnet"},
+        "group_directions": {"model": "synthnet", "class": "class_000"},
+        "layer_completeness": {"model": "synthnet"},
     }
+
+
+def run_params(store) -> dict[str, dict]:
+    """The queries that name a run: the latest run of synthnet's class_000."""
+    run0 = store.read("MATCH (r:Run {class_name: 'class_000', latest: true})-[:OF_MODEL]->(:Model {name: 'synthnet'}) "
+                      "RETURN r.uid AS u")[0]["u"]
+    return {"circuit_groups": {"run": run0},
+            "group_members": {"run": run0, "layer": CIRCUIT_KW["layers"][2], "group": 0}}
 
 
 def count_rels(store) -> int:
@@ -114,7 +125,7 @@ def naive_ingest(store, batch: list) -> tuple[int, float]:
 
 def latencies(store, n_classes: int, repeats: int, params: dict | None = None) -> dict[str, tuple[float, float, int]]:
     out = {}
-    params = params or query_params(n_classes)
+    params = params or {**query_params(n_classes), **run_params(store)}
     for q in list_queries():
         p = params.get(q.name)
         if p is None:

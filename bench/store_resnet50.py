@@ -109,6 +109,7 @@ def query_params(n_classes: int, run0: str) -> dict[str, dict]:
     return {
         "class_circuit": {"model": m, "class": "class_000"},
         "circuit_groups": {"run": run0},
+        "group_members": {"run": run0, "layer": layers[5], "group": 0},
         "shared_neurons_by_layer": {"model": m, "class_a": "class_000", "class_b": b},
         "shared_groups": {"model": m, "class_a": "class_000", "class_b": b},
         "concept_paths_to_logit": {"model": m, "class": "class_000", "layer": layers[-1]},
