@@ -5,17 +5,22 @@
 // param: limit int = 20          -- at most this many neurons
 // columns: depth, layer, neuron, n_classes, classes
 // A circuit uses a neuron when the run holds a semantic group of it. classes is sorted by name.
+// Runs are ordered by class before their neurons are unwound (one entry per neuron and run, and one
+// latest run per class), so classes comes out sorted without sorting every row.
 // Ordered by n_classes descending, then depth and neuron index. A neuron is (layer, index) of the
-// model: read from the runs' semantic groups (layer, neuron_index) without walking OF to Neuron nodes;
-// depth from the model's Layer nodes.
+// model: read from each run's per-neuron aggregates (Run.neuron_layer / neuron_index, written at
+// ingest: docs/graph-model.md "Derived aggregates"), not from its SemanticGroup nodes; depth from the
+// model's Layer nodes. Runs ingested before those aggregates existed contribute nothing until
+// re-ingested with --force.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (m)-[:HAS_LAYER]->(l:Layer)
 WITH m, collect(l.name) AS names, collect(l.depth) AS depths
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
-MATCH (s:SemanticGroup {run: r.uid})
-WITH DISTINCT names, depths, s.layer AS layer, s.neuron_index AS neuron, r.class_name AS cls
-WITH names, depths, layer, neuron, cls ORDER BY cls
+WITH names, depths, r ORDER BY r.class_name
+WITH names, depths, r, coalesce(r.neuron_index, []) AS idx
+UNWIND range(0, size(idx) - 1) AS k
+WITH names, depths, r.layers[r.neuron_layer[k]] AS layer, idx[k] AS neuron, r.class_name AS cls
 WITH names, depths, layer, neuron, collect(cls) AS classes
 WHERE size(classes) >= $min_classes
 WITH layer, neuron, classes, [k IN range(0, size(names) - 1) WHERE names[k] = layer | depths[k]][0] AS depth

@@ -5,16 +5,19 @@
 // columns: depth, layer, neuron, semantic_groups, n_classes, max_in_class, mean_per_class
 // semantic_groups = Σ over classes of the neuron's semantic groups in that class's run; n_classes =
 // runs using the neuron; max_in_class / mean_per_class per using run. Ordered by semantic_groups
-// descending, then depth and neuron index. A neuron is (layer, index) of the model, read from the
-// semantic groups' layer and neuron_index without walking OF to Neuron nodes.
+// descending, then depth and neuron index. A neuron is (layer, index) of the model, read from each
+// run's per-neuron aggregates (Run.neuron_layer / neuron_index / neuron_sgs, written at ingest:
+// docs/graph-model.md "Derived aggregates"), not from its SemanticGroup nodes. Runs ingested before
+// those aggregates existed contribute nothing until re-ingested with --force.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (m)-[:HAS_LAYER]->(l:Layer)
 WITH m, collect(l.name) AS names, collect(l.depth) AS depths
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
-MATCH (s:SemanticGroup {run: r.uid})
-WITH names, depths, s.layer AS layer, s.neuron_index AS neuron, r, count(s) AS k
-WITH names, depths, layer, neuron, toInteger(sum(k)) AS semantic_groups, count(r) AS n_classes, max(k) AS max_in_class
+WITH names, depths, r, coalesce(r.neuron_index, []) AS idx
+UNWIND range(0, size(idx) - 1) AS i
+WITH names, depths, r.layers[r.neuron_layer[i]] AS layer, idx[i] AS neuron, r.neuron_sgs[i] AS k
+WITH names, depths, layer, neuron, toInteger(sum(k)) AS semantic_groups, count(*) AS n_classes, max(k) AS max_in_class
 WITH layer, neuron, semantic_groups, n_classes, max_in_class,
      [i IN range(0, size(names) - 1) WHERE names[i] = layer | depths[i]][0] AS depth
 RETURN depth, layer, neuron, semantic_groups, n_classes, max_in_class,

@@ -76,7 +76,13 @@ REL_SPEC: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "EXEMPLAR": ("SemanticGroup", "Patch", ("rank",)),
 }
 
-RUN_PROPS = ("model", "class_name", "class_index", "params", "software_version", "layers", "n_layers")
+RUN_PROPS = ("model", "class_name", "class_index", "params", "software_version", "layers", "n_layers",
+             "neuron_layer", "neuron_index", "neuron_sgs")
+# Run aggregates, derived from the circuit at ingest (docs/graph-model.md "Derived aggregates"): one
+# entry per neuron that holds a semantic group in the run, sorted by (layer position, index), as three
+# parallel lists: neuron_layer = position of its layer in ``layers``, neuron_index, neuron_sgs = its
+# number of semantic groups. Model-wide queries (hub_neurons, polysemantic_neurons) read these
+# instead of every SemanticGroup node of every latest run.
 COUNT_KEYS = ("n_neurons", "n_semantic_groups", "n_edges", "n_neuron_groups", "n_group_edges",
               "n_patches", "n_images", "n_nodes", "n_relationships")
 
@@ -271,6 +277,7 @@ def circuit_rows(circuit: Circuit, *, validate: bool = True, uid: str | None = N
         "params": json.dumps(circuit.params, sort_keys=True, default=str),
         "software_version": circuit.software.get("neurflow_graph") or circuit.software.get("neurflow-graph"),
         "layers": layers, "n_layers": len({n.layer for n in circuit.neurons}),
+        **_neuron_aggregates(circuit, layers),
         "created_at": circuit.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     out = CircuitRows(uid=uid, run=run, nodes=nodes, rels=rels, group_patches=group_patches)
@@ -281,6 +288,19 @@ def circuit_rows(circuit: Circuit, *, validate: bool = True, uid: str | None = N
         "n_nodes": out.n_nodes, "n_relationships": out.n_relationships,
     })
     return out
+
+
+def _neuron_aggregates(circuit: Circuit, layers: list[str]) -> dict[str, list[int]]:
+    """The Run's per-neuron aggregates (see RUN_PROPS): neurons with at least one semantic group."""
+    pos = {name: i for i, name in enumerate(layers)}
+    sgs: dict[tuple[int, int], int] = {}
+    for n in circuit.neurons:
+        if n.semantic_groups:
+            key = (pos[n.layer], int(n.index))
+            sgs[key] = sgs.get(key, 0) + len(n.semantic_groups)
+    keys = sorted(sgs)
+    return {"neuron_layer": [k[0] for k in keys], "neuron_index": [k[1] for k in keys],
+            "neuron_sgs": [sgs[k] for k in keys]}
 
 
 def expected_counts(rows: CircuitRows) -> dict[str, int]:
