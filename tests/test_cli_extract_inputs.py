@@ -221,7 +221,15 @@ def test_several_classes_get_one_run_dir_each(images, tmp_path, colour_module, f
     assert [(c["class_index"], c["run_dir"]) for c in fake_engine] == [(2, out / "blue"), (0, out / "red")]
     assert [len(c["images"]) for c in fake_engine] == [1, 2]
     assert fake_engine[0]["params"] == ExtractParams() and fake_engine[0]["progress"]
+    assert [c["memory_budget"] for c in fake_engine] == [None, None]  # sized from the device by the engine
     assert len(r.stdout.strip().splitlines()) == 2
+
+
+def test_memory_budget_reaches_every_class_of_a_many_class_run(images, tmp_path, colour_module, fake_engine):
+    r = _extract("--model", colour_module, "--layers", "fc", "--images", str(images), "--class", "Blue",
+                 "--class", "red", "--out", str(tmp_path / "runs"), "--memory-budget", "64MiB")
+    assert r.exit_code == 0, r.output
+    assert [c["memory_budget"] for c in fake_engine] == [64 * 2**20, 64 * 2**20]
 
 
 

@@ -166,7 +166,7 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
         _extract_many(loaded, indices=indices, every=every, run_dirs=run_dirs, finished=finished, records=records,
                       predictions=predictions, params=_params(param_values, crops, tau_per_layer), resume=resume,
                       progress=not no_progress, executor=executor, address=address, gpus_per_task=gpus_per_task,
-                      max_retries=max_retries)
+                      max_retries=max_retries, memory_budget=memory_budget)
         return
     selections = {i: select_class_images(model=loaded, images=records, class_index=i, predictions=predictions)
                   for i in indices}
@@ -212,12 +212,16 @@ def _params(param_values: dict[str, Any], crops: Any, tau_per_layer: dict[str, i
 
 def _extract_many(loaded: Any, *, indices: list[int], every: bool, run_dirs: dict[int, Path], finished: set[int],
                   records: Any, predictions: Any, params: Any, resume: bool, progress: bool, executor: str,
-                  address: str | None, gpus_per_task: float | None, max_retries: int) -> None:
+                  address: str | None, gpus_per_task: float | None, max_retries: int,
+                  memory_budget: int | None) -> None:
     """Several classes (docs/scale.md): plan (skip finished runs), run on the executor, summarise."""
+    from dataclasses import replace
+
     from neurflow_graph.executors import many
 
     jobs, settled = many.plan_jobs(model=loaded, indices=indices, run_dirs=run_dirs, finished=finished,
                                    records=records, predictions=predictions, every=every, params=params)
+    jobs = [replace(j, memory_budget=memory_budget) for j in jobs]
     for o in settled:
         click.echo(o.line(), err=True)
     outcomes = many.run_jobs(executor=executor, model=loaded, jobs=jobs, params=params, resume=resume,

@@ -36,6 +36,7 @@ class ClassJob:
     name: str
     run_dir: Path
     images: tuple[Any, ...] = ()
+    memory_budget: int | None = None  # bytes (--memory-budget); None: sized from the worker's device
 
 
 @dataclass
@@ -81,7 +82,8 @@ def run_class(*, model: Any, job: ClassJob, params: Any, resume: bool, progress:
     watcher = _arm_fault(fault, job)
     try:
         circuit = extract_circuit(model=model, images=list(job.images), class_index=job.index, params=params,
-                                   run_dir=job.run_dir, resume=resume, progress=progress)
+                                   run_dir=job.run_dir, resume=resume, progress=progress,
+                                   memory_budget=job.memory_budget)
     except NeurflowError as e:
         return _failed(job, str(e), e.exit_code, start)
     except (RuntimeError, MemoryError) as e:
