@@ -413,7 +413,8 @@ def test_run_dir_flag_and_a_run_dir_of_another_run(world: World, tmp_path) -> No
         url_mod.open_store = lambda *a, **k: Borrowed()
         try:
             res = CliRunner().invoke(cli, ["label", "--run", world.uid[:6], "--run-dir", str(world.dir),
-                                           "--model-name", MODEL, "--base-url", srv.url, "--layer", "fc"],
+                                           "--model-name", MODEL, "--base-url", srv.url, "--layer", "fc",
+                                           "--concurrency", "1"],  # one at a time: the order below is the send order
                                      env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
                                      catch_exceptions=False)
         finally:
