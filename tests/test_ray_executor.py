@@ -137,3 +137,32 @@ def test_a_worker_that_keeps_dying_is_reported_never_half_written(world, sequent
     assert fixed.exit_code == 0, fixed.output
     assert "2 already finished (skipped)" in fixed.stderr and "1 done" in fixed.stderr
     assert _uids(out, world["names"]) == sequential
+
+
+def _closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("address", ["closed", "not-an-address", "http://127.0.0.1:6379"])
+def test_a_bad_ray_address_is_one_line_in_seconds_and_writes_nothing(world, tmp_path, address):
+    """ray.init retries a dead address for minutes; the CLI refuses it before Ray is started."""
+    import time
+
+    if address == "closed":
+        address = f"127.0.0.1:{_closed_port()}"
+    out = tmp_path / "runs"
+    ray_was_up = ray.is_initialized()  # the module's local cluster may be up when tests run in file order
+    t0 = time.perf_counter()
+    result = _extract(world, out, "--executor", "ray", "--address", address)
+    elapsed = time.perf_counter() - t0
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and address in lines[0] and "Traceback" not in result.output, result.output
+    assert elapsed < 30, elapsed
+    assert ray.is_initialized() == ray_was_up  # no Ray started (or stopped) for a refused address
+    assert not out.exists() or not any(out.rglob("circuit.json"))

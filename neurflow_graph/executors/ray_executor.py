@@ -10,6 +10,7 @@ times; a retry starts its class over, so its run directory is never half-written
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import replace
 from typing import Any, Callable, Sequence
@@ -28,6 +29,38 @@ def import_ray() -> Any:
     except ImportError as e:
         raise InputError(INSTALL_HINT) from e
     return ray
+
+
+REACH_TIMEOUT_S = 5.0
+
+
+def check_address(address: str, *, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Refuse an unreachable ``--address`` in seconds (InputError, exit 2), before ``ray.init``.
+
+    ``ray.init`` retries a dead address for minutes. ``auto`` (find the local cluster) and an empty
+    string are left to Ray; ``HOST:PORT`` (a head's GCS) and ``ray://HOST:PORT`` (Ray Client) are
+    probed with one TCP connection."""
+    from neurflow_graph.errors import InputError
+
+    target = address.strip()
+    if not target or target == "auto":
+        return
+    if target.startswith("ray://"):
+        target = target[len("ray://"):]
+    elif "://" in target:
+        raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    host, sep, port_text = target.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto "
+                         "(`ray start --head` prints the address)")
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise InputError(f"no Ray cluster answers at --address {address} ({reason}); start one with "
+                         "`ray start --head` and pass the address it prints") from e
 
 
 def _class_task(model: Any, job: ClassJob, params: Any, resume: bool, device: str, fault: str | None
@@ -60,6 +93,8 @@ def run_ray(*, model: Any, jobs: Sequence[ClassJob], params: Any, resume: bool, 
     from neurflow_graph.errors import InputError, Interrupted
 
     ray = import_ray()
+    if address:
+        check_address(address)
     started = False
     if not ray.is_initialized():
         try:
