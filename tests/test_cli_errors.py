@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from PIL import Image
 
 from neurflow_graph.cli import cli
 from neurflow_graph.errors import EXIT_ENVIRONMENT, EXIT_INPUT
-from test_cli_extract_inputs import COLOUR_MODULE, RGB
+from colour_support import RGB, colour_module_source, install_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,15 +40,12 @@ def _one_error_line(result, code: int, *fragments: str) -> str:
 @pytest.fixture
 def colour(tmp_path, monkeypatch):
     """The colour model of test_cli_extract_inputs as a module file, and images of its classes."""
-    d = tmp_path / "pkg"
-    d.mkdir()
-    (d / "nf_err_colour.py").write_text(COLOUR_MODULE)
-    monkeypatch.syspath_prepend(str(d))
+    file = install_module(tmp_path / "pkg", "nf_err_colour", colour_module_source(), monkeypatch)
     images = tmp_path / "images"
     for i, name in enumerate(["red", "green", "red", "blue"]):
         (images / name).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (16, 12), RGB[name]).save(images / name / f"{i}.png")
-    yield {"model": "nf_err_colour:build", "file": d / "nf_err_colour.py", "images": images}
+    yield {"model": "nf_err_colour:build", "file": file, "images": images}
     for name in [m for m in sys.modules if m.startswith("nf_err_")]:
         sys.modules.pop(name, None)
 
@@ -185,8 +181,7 @@ def test_extract_checks_model_layers_and_class_before_decoding_images(colour, tm
 
 # ---------------------------------------------------------------------------- 5. custom models
 
-NO_PREPROCESSING = COLOUR_MODULE.replace("INPUT_SIZE = 8\n", "").replace(
-    'CLASS_NAMES = ["red", "green", "blue"]\n', "")
+NO_PREPROCESSING = colour_module_source(input_size=None, class_names=None)
 
 
 def test_custom_model_without_mean_std_is_warned_and_the_mismatch_names_preprocessing(colour, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 import types
 import urllib.error
 from pathlib import Path
@@ -15,45 +14,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 from neurflow_graph.cli import cli
+from colour_support import RGB, colour_module_source, install_module
 from neurflow_graph.extraction.params import ExtractParams
 
-# Logits = mean R, G, B: a solid image is classified as its dominant colour.
-COLOUR_MODULE = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-    INPUT_SIZE = 8
-    CLASS_NAMES = ["red", "green", "blue"]
-
-    class Colour(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(3, 3)
-            with torch.no_grad():
-                self.features[0].weight.copy_(torch.eye(3)[:, :, None, None])
-                self.features[0].bias.zero_()
-                self.fc.weight.copy_(torch.eye(3))
-                self.fc.bias.zero_()
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-    def build():
-        return Colour()
-''')
+# Logits = mean R, G, B: a solid image is classified as its dominant colour (tests/colour_support.py).
+COLOUR_MODULE = colour_module_source()
 COLOUR = "nf_cli_colour:build"
-RGB = {"red": (230, 20, 10), "green": (15, 200, 30), "blue": (5, 25, 240)}
 
 
 @pytest.fixture
 def colour_module(tmp_path, monkeypatch):
-    d = tmp_path / "pkg"
-    d.mkdir()
-    (d / "nf_cli_colour.py").write_text(COLOUR_MODULE)
-    monkeypatch.syspath_prepend(str(d))
-    monkeypatch.delitem(sys.modules, "nf_cli_colour", raising=False)
+    install_module(tmp_path / "pkg", "nf_cli_colour", COLOUR_MODULE, monkeypatch)
     yield COLOUR
     sys.modules.pop("nf_cli_colour", None)
 

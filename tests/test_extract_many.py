@@ -4,56 +4,26 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from colour_support import RGB, colour_module_source, install_module
 from neurflow_graph.circuit import load_circuit
 from neurflow_graph.cli import cli
 from neurflow_graph.errors import EXIT_INPUT, EXIT_PARTIAL
 from neurflow_graph.identity import run_uid
 
-# Logits = mean R, G, B; no INPUT_SIZE, so the images of one class must share a size.
-FREE_SIZE = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-    CLASS_NAMES = ["red", "green", "blue"]
-    MEAN = (0.0, 0.0, 0.0)
-    STD = (1.0, 1.0, 1.0)
-
-    class Colour(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(3, 3)
-            with torch.no_grad():
-                self.features[0].weight.copy_(torch.eye(3)[:, :, None, None] + 0.05)
-                self.features[0].bias.zero_()
-                self.fc.weight.copy_(torch.eye(3))
-                self.fc.bias.zero_()
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-    def build():
-        return Colour()
-''')
-RGB = {"red": (230, 20, 10), "green": (15, 200, 30), "blue": (5, 25, 240)}
+# Logits = mean R, G, B (tests/colour_support.py); no INPUT_SIZE, so the images of one class must share a size.
+FREE_SIZE = colour_module_source(input_size=None, mean_std=True, conv_offset=0.05)
 ARGS = ["--layers", "fc,features.1", "--k", "3", "--tau", "2", "--ig-steps", "4", "--no-progress"]
 
 
 @pytest.fixture
 def colour(tmp_path, monkeypatch):
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "nf_many_colour.py").write_text(FREE_SIZE)
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.delitem(sys.modules, "nf_many_colour", raising=False)
+    install_module(tmp_path / "pkg", "nf_many_colour", FREE_SIZE, monkeypatch)
     images = tmp_path / "images"
     sizes = {"red": [(16, 12), (20, 10)], "green": [(16, 12), (16, 12)], "blue": [(16, 12)]}
     for colour_name, shapes in sizes.items():

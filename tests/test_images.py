@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from colour_support import RGB, colour_module_source, install_module
 from neurflow_graph.datasets import images as images_mod
 from neurflow_graph.datasets.images import (
     list_images, load_rgb, predict_classes, resolve_class, select_class_images,
@@ -18,41 +19,14 @@ from neurflow_graph.errors import ImageError, InputError
 from neurflow_graph.models.registry import load_model
 
 # A model whose prediction is known without running it: the logits are the mean R, G, B values,
-# so a solid image is classified as its dominant colour.
-COLOUR_MODULE = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-    INPUT_SIZE = 8
-    CLASS_NAMES = ["Red", "green", "blue", "green"]
-
-    class Colour(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(3, 4)
-            with torch.no_grad():
-                self.features[0].weight.copy_(torch.eye(3)[:, :, None, None])
-                self.features[0].bias.zero_()
-                self.fc.weight.copy_(torch.cat([torch.eye(3), torch.full((1, 3), -1.0)]))
-                self.fc.bias.zero_()
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-    def build():
-        return Colour()
-''')
-
-RGB = {"red": (230, 20, 10), "green": (15, 200, 30), "blue": (5, 25, 240)}
+# so a solid image is classified as its dominant colour. A fourth class, never predicted, repeats
+# 'green' (ambiguous names); 'Red' is capitalised (case-insensitive resolution). tests/colour_support.py.
+COLOUR_MODULE = colour_module_source(class_names=("Red", "green", "blue", "green"), extra_logit_rows=1)
 
 
 @pytest.fixture
 def colour_model(tmp_path, monkeypatch):
-    (tmp_path / "nf_colour_model.py").write_text(COLOUR_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "nf_colour_model", raising=False)
+    install_module(tmp_path, "nf_colour_model", COLOUR_MODULE, monkeypatch)
     yield load_model(name="nf_colour_model:build", layers=["fc", "features.1"], device="cpu")
     sys.modules.pop("nf_colour_model", None)
 
