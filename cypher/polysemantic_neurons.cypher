@@ -8,18 +8,19 @@
 // descending, then depth and neuron index. A neuron is (layer, index) of the model, read from each
 // run's per-neuron aggregates (Run.neuron_layer / neuron_index / neuron_sgs, written at ingest:
 // docs/graph-model.md "Derived aggregates"), not from its SemanticGroup nodes. Runs ingested before
-// those aggregates existed contribute nothing until re-ingested with --force.
+// those aggregates existed contribute nothing until re-ingested with --force. Each run's layer
+// list is mapped to depths once (ds), so rows are grouped by (depth, layer, neuron) alone (as in
+// hub_neurons).
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (m)-[:HAS_LAYER]->(l:Layer)
 WITH m, collect(l.name) AS names, collect(l.depth) AS depths
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
-WITH names, depths, r, coalesce(r.neuron_index, []) AS idx
+WITH r.layers AS layers, r.neuron_layer AS at, r.neuron_sgs AS sgs, coalesce(r.neuron_index, []) AS idx,
+     [x IN coalesce(r.layers, []) | [k IN range(0, size(names) - 1) WHERE names[k] = x | depths[k]][0]] AS ds
 UNWIND range(0, size(idx) - 1) AS i
-WITH names, depths, r.layers[r.neuron_layer[i]] AS layer, idx[i] AS neuron, r.neuron_sgs[i] AS k
-WITH names, depths, layer, neuron, toInteger(sum(k)) AS semantic_groups, count(*) AS n_classes, max(k) AS max_in_class
-WITH layer, neuron, semantic_groups, n_classes, max_in_class,
-     [i IN range(0, size(names) - 1) WHERE names[i] = layer | depths[i]][0] AS depth
+WITH ds[at[i]] AS depth, layers[at[i]] AS layer, idx[i] AS neuron, toInteger(sum(sgs[i])) AS semantic_groups,
+     count(*) AS n_classes, max(sgs[i]) AS max_in_class
 RETURN depth, layer, neuron, semantic_groups, n_classes, max_in_class,
        toFloat(semantic_groups) / n_classes AS mean_per_class
 ORDER BY semantic_groups DESC, depth, neuron

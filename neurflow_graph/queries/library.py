@@ -20,11 +20,13 @@ spliced into query text.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,10 +341,27 @@ def execute(*, store: GraphStore, query: LibraryQuery, params: Mapping[str, Any]
     return rows
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off inside the block (restored after, also on error).
+
+    A ResNet50-sized answer (class_circuit: ~19k ``[i, j]`` member pairs) is ~100k new lists and
+    ints; allocating them triggered several full collections per call, about half of the call's
+    time. Decoded rows hold no reference cycles, so nothing waits for the collector meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def run_read(*, store: GraphStore, text: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``store.read`` with any non-project error turned into a one-line QueryError."""
     try:
-        return store.read(text, dict(params))
+        with _collector_paused():
+            return store.read(text, dict(params))
     except NeurflowError:
         raise
     except Exception as e:  # driver errors: keep the cause attached

@@ -565,12 +565,27 @@ def _compact_cell(cell: Any) -> Any:
     if t == 5:
         return float(v)
     if t == 6:
-        return [_compact_cell(x) for x in v]
+        return _compact_array(v)
     if t == 1:
         return None
     if t == 4:
         return (v.decode() if isinstance(v, bytes) else v) == "true"
     raise _NotScalar()
+
+
+def _compact_array(items: list) -> list:
+    """The cells of a compact array, integers and nested arrays inline (one call per array, not per
+    element: class_circuit's members are ~19k ``[i, j]`` pairs per ResNet50-shaped circuit)."""
+    out: list = []
+    append = out.append
+    for t, v in items:
+        if t == 3:
+            append(v if type(v) is int else int(v))
+        elif t == 6:
+            append(_compact_array(v))
+        else:
+            append(_compact_cell((t, v)))
+    return out
 
 
 def _plain(v: Any) -> Any:
