@@ -6,12 +6,17 @@
 // semantic groups); neuron_groups: groups at that layer; group_edges: FEEDS edges out of the layer's
 // groups (to the layer above). Layers where the run has no semantic group are left out.
 // Neuron-level edge counts are not here on purpose: counting ~1k CONTRIBUTES edges per run for every
-// run doubled the cost at 100 classes; compare_models reports them per run.
+// run doubled the cost at 100 classes; compare_models reports them per run. neurons / semantic_groups
+// are read from each run's per-neuron aggregates (Run.neuron_layer / neuron_sgs, written at ingest:
+// docs/graph-model.md "Derived aggregates"), not from its ~19k SemanticGroup nodes (284 -> 67 ms at
+// 10 ResNet50-shaped classes under load); runs ingested before those existed show no layers until
+// re-ingested with --force.
 MATCH (m:Model) WHERE $model IS NULL OR m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
-MATCH (s:SemanticGroup {run: r.uid})
-WITH m, r, s.layer AS layer_name, count(s) AS semantic_groups, count(DISTINCT s.neuron_index) AS neurons
+WITH m, r, r.layers AS layers, coalesce(r.neuron_layer, []) AS at, r.neuron_sgs AS sgs
+UNWIND range(0, size(at) - 1) AS k
+WITH m, r, layers[at[k]] AS layer_name, toInteger(sum(sgs[k])) AS semantic_groups, count(*) AS neurons
 MATCH (m)-[:HAS_LAYER]->(l:Layer {name: layer_name})
 OPTIONAL MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup {layer: layer_name})
 OPTIONAL MATCH (g)-[f:FEEDS]->(:NeuronGroup)
