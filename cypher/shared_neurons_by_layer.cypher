@@ -7,8 +7,11 @@
 // param: run_b string = null     -- run uid for class_b; null: its latest complete run
 // columns: depth, layer, n_a, n_b, shared, n_union, jaccard, run_a, run_b
 // A (B) is the set of neurons at that layer holding a semantic group of class_a's (class_b's) run.
-// Layers where neither circuit has a neuron are left out. One pass over both runs' semantic groups
-// (their layer and neuron_index properties), grouped by (layer, neuron): no per-layer list scans.
+// Layers where neither circuit has a neuron are left out. One pass over both runs' per-neuron
+// aggregates (Run.neuron_layer / neuron_index, one entry per neuron holding a semantic group, written
+// at ingest: docs/graph-model.md "Derived aggregates"), grouped by (layer, neuron): no SemanticGroup
+// scan (~19k nodes per ResNet50-shaped run) and no per-layer list scans. Runs ingested before those
+// aggregates existed show no layers until re-ingested with --force.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (ra:Run)-[:OF_MODEL]->(m)
 WHERE ra.status = 'complete' AND ra.class_name = $class_a
@@ -17,10 +20,10 @@ MATCH (rb:Run)-[:OF_MODEL]->(m)
 WHERE rb.status = 'complete' AND rb.class_name = $class_b
   AND (($run_b IS NULL AND rb.latest = true) OR rb.uid = $run_b)
 UNWIND [0, 1] AS side
-WITH m, ra, rb, side, CASE side WHEN 0 THEN ra.uid ELSE rb.uid END AS run
-MATCH (s:SemanticGroup {run: run})
-WITH DISTINCT m, ra, rb, side, s.layer AS layer, s.neuron_index AS i
-WITH m, ra, rb, layer, i, min(side) AS lo, max(side) AS hi
+WITH m, ra, rb, side, CASE side WHEN 0 THEN ra ELSE rb END AS r
+WITH m, ra, rb, side, r.layers AS layers, coalesce(r.neuron_layer, []) AS at, r.neuron_index AS idx
+UNWIND range(0, size(at) - 1) AS k
+WITH m, ra, rb, layers[at[k]] AS layer, idx[k] AS i, min(side) AS lo, max(side) AS hi
 WITH m, ra, rb, layer, count(CASE WHEN lo = 0 THEN 1 END) AS n_a, count(CASE WHEN hi = 1 THEN 1 END) AS n_b,
      count(CASE WHEN lo = 0 AND hi = 1 THEN 1 END) AS shared, count(*) AS n_union
 MATCH (m)-[:HAS_LAYER]->(l:Layer {name: layer})
