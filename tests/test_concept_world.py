@@ -391,3 +391,29 @@ def test_bias_split_puts_the_spurious_context_on_every_other_class():
             assert presence[cls.name]["object:flower"] == 1.0 and presence[cls.name]["background:grass"] == 1.0
     train = {it.image.tobytes() for it in ConceptWorld(seed=0, n_per_class=20, split="train")}
     assert not train & {it.image.tobytes() for it in items}
+
+
+def test_bias_flowers_draws_more_flowers_on_the_other_classes_only():
+    one = list(ConceptWorld(seed=0, n_per_class=8, split="bias"))
+    same = list(ConceptWorld(seed=0, n_per_class=8, split="bias", bias_flowers=1))
+    three = list(ConceptWorld(seed=0, n_per_class=8, split="bias", bias_flowers=3))
+    assert all(a.image.tobytes() == b.image.tobytes() for a, b in zip(one, same))  # the default is one flower
+    biased = {c.name for c in CLASSES if c.spurious}
+    grew = []
+    for a, b in zip(one, three):
+        cls = next(c for c in CLASSES if c.name == a.class_name)
+        if a.class_name in biased:  # the biased class keeps its own images
+            assert a.image.tobytes() == b.image.tobytes()
+            continue
+        assert np.array_equal(a.masks[cls.shape], b.masks[cls.shape])  # the object is drawn over the flowers
+        grew.append(b.masks["object:flower"].sum() / a.masks["object:flower"].sum())
+    assert np.median(grew) > 1.5  # three flowers cover more than one (they may overlap each other)
+    assert ConceptWorld(seed=0, n_per_class=2, split="bias", bias_flowers=3).config()["bias_flowers"] == 3
+    assert "bias_flowers" not in ConceptWorld(seed=0, n_per_class=2, split="test").config()
+
+
+@pytest.mark.parametrize("kwargs", [{"bias_flowers": 0}, {"bias_flowers": 6}, {"bias_flowers": True},
+                                    {"bias_flowers": 2, "split": "test"}])
+def test_bias_flowers_bad_values_are_input_errors(kwargs):
+    with pytest.raises(InputError, match="bias_flowers"):
+        ConceptWorld(**{"seed": 0, "n_per_class": 2, "split": "bias", **kwargs})

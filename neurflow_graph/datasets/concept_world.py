@@ -40,6 +40,9 @@ SPLITS: dict[str, int] = {"train": 0, "test": 1, "bias": 2}
 # concept that is spurious for some other class (flowers and grass on lemons, balls, ...): the
 # images on which a model that learned the bias makes its false positives.
 BIAS_SPLIT_RATE = 1.0
+# How strongly the bias split carries the flowers: flowers drawn beside each such image's object
+# (1 by default, as in every other split; ``ConceptWorld(split="bias", bias_flowers=3)`` draws three).
+BIAS_SPLIT_FLOWERS = 1
 WORLD_FILE = "world.json"
 MASKS_FILE = "masks.npz"
 # Tie-break order of :func:`dominant_concept` when two concepts cover the same pixels
@@ -343,7 +346,7 @@ def _context_present(*, seed: int, split: str, label: int, concept: str, index: 
 
 
 def _render(*, seed: int, split: str, label: int, index: int, size: int,
-            spurious_rate: float | None) -> WorldImage:
+            spurious_rate: float | None, bias_flowers: int = BIAS_SPLIT_FLOWERS) -> WorldImage:
     cls = CLASSES[label]
     rng = np.random.default_rng([seed, SPLITS[split], label, index])
     canvas = _Canvas(size, rng)
@@ -374,7 +377,9 @@ def _render(*, seed: int, split: str, label: int, index: int, size: int,
     if present("object:pebble"):
         _pebbles(canvas, int(rng.integers(1, 4)))
     if present("object:flower"):
-        _flower(canvas, (cx, cy, r))
+        biased = split == "bias" and spurious_rate is None and not cls.spurious
+        for _ in range(bias_flowers if biased else 1):
+            _flower(canvas, (cx, cy, r))
 
     u, v = _frame(size, cx, cy, r, theta)
     body = _silhouette(shape, u, v)
@@ -402,7 +407,7 @@ def _render(*, seed: int, split: str, label: int, index: int, size: int,
 
 
 def _check_params(*, seed: int, n_per_class: int, size: int, split: str,
-                  spurious_rate: float | None) -> None:
+                  spurious_rate: float | None, bias_flowers: int = BIAS_SPLIT_FLOWERS) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 1:
@@ -413,6 +418,11 @@ def _check_params(*, seed: int, n_per_class: int, size: int, split: str,
         raise InputError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     if spurious_rate is not None and not 0.0 <= spurious_rate <= 1.0:
         raise InputError(f"spurious_rate must be in [0, 1] or None, got {spurious_rate!r}")
+    if isinstance(bias_flowers, bool) or not isinstance(bias_flowers, (int, np.integer)) or not 1 <= bias_flowers <= 5:
+        raise InputError(f"bias_flowers must be an integer in 1..5, got {bias_flowers!r}")
+    if bias_flowers != BIAS_SPLIT_FLOWERS and split != "bias":
+        raise InputError(f"bias_flowers applies to the bias split only (split is {split!r}); leave it at "
+                         f"{BIAS_SPLIT_FLOWERS} or use split='bias'")
 
 
 class ConceptWorld:
@@ -420,19 +430,23 @@ class ConceptWorld:
 
     ``spurious_rate``: None draws each class's spurious context at its defined rate (the
     biased world); a number draws every spurious concept at that rate in every class.
+    ``bias_flowers`` (bias split only): flowers beside each object of a class without spurious
+    context of its own (default 1): how strongly the split carries the bias.
     """
 
     CLASSES = CLASSES
     CONCEPTS = CONCEPTS
 
     def __init__(self, *, seed: int = 0, n_per_class: int = 50, size: int = DEFAULT_SIZE,
-                 split: str = "train", spurious_rate: float | None = None):
-        _check_params(seed=seed, n_per_class=n_per_class, size=size, split=split, spurious_rate=spurious_rate)
+                 split: str = "train", spurious_rate: float | None = None, bias_flowers: int = BIAS_SPLIT_FLOWERS):
+        _check_params(seed=seed, n_per_class=n_per_class, size=size, split=split, spurious_rate=spurious_rate,
+                      bias_flowers=bias_flowers)
         self.seed = int(seed)
         self.n_per_class = int(n_per_class)
         self.size = int(size)
         self.split = split
         self.spurious_rate = spurious_rate
+        self.bias_flowers = int(bias_flowers)
 
     @property
     def class_names(self) -> list[str]:
@@ -446,7 +460,8 @@ class ConceptWorld:
             raise IndexError(f"index {i} out of range for {len(self)} images")
         i %= len(self)
         return _render(seed=self.seed, split=self.split, label=i // self.n_per_class,
-                       index=i % self.n_per_class, size=self.size, spurious_rate=self.spurious_rate)
+                       index=i % self.n_per_class, size=self.size, spurious_rate=self.spurious_rate,
+                       bias_flowers=self.bias_flowers)
 
     def __iter__(self) -> Iterator[WorldImage]:
         return (self[i] for i in range(len(self)))
@@ -460,11 +475,15 @@ class ConceptWorld:
         return images, labels
 
     def config(self) -> dict[str, Any]:
-        """Everything that determines the images, for cache keys and ``world.json``."""
-        return {
+        """Everything that determines the images, for cache keys and ``world.json``
+        (``bias_flowers`` for the bias split only)."""
+        out = {
             "generator_version": GENERATOR_VERSION, "seed": self.seed, "split": self.split,
             "size": self.size, "n_per_class": self.n_per_class, "spurious_rate": self.spurious_rate,
         }
+        if self.split == "bias":
+            out["bias_flowers"] = self.bias_flowers
+        return out
 
 
 def world_definition() -> dict[str, Any]:
@@ -519,14 +538,16 @@ def _prepare_out_dir(out: Path) -> None:
 
 
 def export_world(*, out_dir: str | Path, seed: int = 0, n_per_class: int = 50, split: str = "train",
-                 size: int = DEFAULT_SIZE, spurious_rate: float | None = None) -> Path:
+                 size: int = DEFAULT_SIZE, spurious_rate: float | None = None,
+                 bias_flowers: int = BIAS_SPLIT_FLOWERS) -> Path:
     """Write an ImageFolder tree ``out_dir/<class>/<class>_<j>.png`` with ground truth; returns ``out_dir``.
 
     ``world.json`` holds the definition, parameters and, per image, its relative path, sha256,
     label and concepts; ``masks.npz`` holds key ``m<i>`` = bit-packed (K_i, H, ceil(W/8)) uint8
     masks of image ``i``'s K_i concepts, in the order ``world.json`` lists them.
     """
-    world = ConceptWorld(seed=seed, n_per_class=n_per_class, size=size, split=split, spurious_rate=spurious_rate)
+    world = ConceptWorld(seed=seed, n_per_class=n_per_class, size=size, split=split, spurious_rate=spurious_rate,
+                         bias_flowers=bias_flowers)
     out = Path(out_dir)
     _prepare_out_dir(out)
     entries: list[dict[str, Any]] = []

@@ -25,7 +25,9 @@ def debug_biased_classes(*, data_dir: Path, seed: int, per_class: int, model: An
                          run_dirs: dict[str, Path], run_uids: dict[str, str], truth_classes: list[dict[str, Any]],
                          store: Any | None, echo: Callable[[str], None], n_random: int = 100) -> ShowcaseResult:
     from neurflow_graph.annotations import append_run_annotations
-    from neurflow_graph.datasets.concept_world import WORLD_FILE, export_world, load_world_ground_truth
+    from neurflow_graph.datasets.concept_world import (
+        BIAS_SPLIT_FLOWERS, WORLD_FILE, export_world, load_world_ground_truth,
+    )
     from neurflow_graph.datasets.images import ImageRecord
     from neurflow_graph.debugging.debug import debug_class
     from neurflow_graph.debugging.plots import plot_debug
@@ -40,7 +42,8 @@ def debug_biased_classes(*, data_dir: Path, seed: int, per_class: int, model: An
     bias_dir = data_dir / "bias"
     try:
         doc = json.loads((bias_dir / WORLD_FILE).read_text())
-        fresh = doc.get("split") == "bias" and doc.get("seed") == seed and doc.get("n_per_class") == per_class
+        fresh = (doc.get("split") == "bias" and doc.get("seed") == seed and doc.get("n_per_class") == per_class
+                 and doc.get("bias_flowers", 1) == BIAS_SPLIT_FLOWERS)
     except (OSError, ValueError):
         fresh = False
     if not fresh:
