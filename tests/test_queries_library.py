@@ -211,3 +211,48 @@ def test_rows_must_match_the_header_columns(tmp_path):
     (tmp_path / "q.cypher").write_text(HEADER.format(name="q", extra=""))
     with pytest.raises(QueryError, match="declares x"):
         run_query(store=FakeStore(), name="q", params={"model": "m"}, directory=tmp_path)
+
+
+def test_reads_pause_the_garbage_collector_and_restore_it():
+    """run_read turns the cyclic collector off only while the store decodes (a fake store: only it can
+    observe the state from inside the read), and restores it after an answer and after an error."""
+    import gc
+
+    from neurflow_graph.queries.library import run_read
+
+    seen = []
+
+    class Store:
+        backend = "falkordb"
+
+        def read(self, query, params=None):
+            seen.append(gc.isenabled())
+            if query == "fail":
+                raise RuntimeError("driver says no")
+            return [{"x": 1}]
+
+    assert gc.isenabled()
+    assert run_read(store=Store(), text="ok", params={}) == [{"x": 1}]
+    assert gc.isenabled()
+    with pytest.raises(QueryError, match="driver says no"):
+        run_read(store=Store(), text="fail", params={})
+    assert gc.isenabled() and seen == [False, False]
+    gc.disable()
+    try:
+        run_read(store=Store(), text="ok", params={})
+        assert not gc.isenabled()  # a caller's own setting is kept
+    finally:
+        gc.enable()
+
+
+def test_nested_lists_decode_exactly(store):
+    """Lists of [i, j] pairs (class_circuit's members) and mixed nested lists come back as sent."""
+    from neurflow_graph.queries.library import run_read
+
+    pairs = [[i, (i * 7) % 5] for i in range(3000)]
+    mixed = [[1, [2, [-3, []]]], [], [2 ** 62, "x", None, 1.5, True, False], ["a", [0.25, -0.0]]]
+    rows = run_read(store=store, text="RETURN $pairs AS pairs, $mixed AS mixed, [k IN range(0, 2) | [k, -k]] AS built",
+                    params={"pairs": pairs, "mixed": mixed})
+    assert rows[0]["pairs"] == pairs
+    assert rows[0]["mixed"] == mixed and type(rows[0]["mixed"][2][0]) is int and rows[0]["mixed"][2][4] is True
+    assert rows[0]["built"] == [[0, 0], [1, -1], [2, -2]]
