@@ -31,6 +31,7 @@ from neurflow_graph.errors import ExtractionError, ImageError, InputError
 from neurflow_graph.extraction import importance
 from neurflow_graph.extraction.activations import scan_activations
 from neurflow_graph.extraction.budget import device_budget, grad_budget, peak_memory
+from neurflow_graph.extraction.heap import retained_heap
 from neurflow_graph.extraction.layer_order import check_layer_order
 from neurflow_graph.extraction.integrated_gradients import SliceAttributor, quadrature
 from neurflow_graph.extraction.ig_graph import choose_slots
@@ -412,13 +413,14 @@ def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params
     torch, numpy and random for the run only: the caller's generator states are restored.
 
     ``memory_budget``: bytes for cached maps and gradient tensors (default: :func:`device_budget`).
+    Freed tensor memory stays in the process heap for the run (:func:`heap.retained_heap`).
     ``on_layer(info)`` is called after each layer with ``index``, ``layer``, ``targets``, ``next_targets``
     (the targets of the layer below), ``seconds`` and the peak memory so far (``peak_rss_mib``, ``peak_cuda_mib`` on CUDA)."""
     timer = _Timer()
     layers = list(model.spec.layers)
     module, device = model.module, torch.device(model.device)
     budget = int(memory_budget) if memory_budget is not None else device_budget(device)
-    with _seeded(params.seed, device), peak_memory(device) as peak:
+    with retained_heap(), _seeded(params.seed, device), peak_memory(device) as peak:
         circuit = _build(model=model, images=images, class_index=class_index, params=params, run_dir=run_dir,
                          resume=resume, progress=progress, budget=budget, on_layer=on_layer, timer=timer,
                          layers=layers, module=module, device=device, peak=peak)
