@@ -6,6 +6,8 @@ ingestion code under test.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import re
 from collections import Counter
@@ -121,6 +123,18 @@ class Recorder:
 
     def write_rows(self, query, rows, **kw):
         return GraphStore.write_rows(self, query, rows, **kw)
+
+    @contextmanager
+    def bulk(self, **kw):
+        """The wrapped store's bulk writer (Neo4j: shared explicit transactions), recorded and
+        dying like the store itself: a crash inside it rolls back its open transaction."""
+        if not callable(getattr(type(self._store), "bulk", None)):
+            yield self
+            return
+        with self._store.bulk(**kw) as inner:
+            tap = Recorder(inner, self.die_after)
+            tap.writes, tap.reads = self.writes, self.reads
+            yield tap
 
 
 # ---- the data model ---------------------------------------------------------------------------------

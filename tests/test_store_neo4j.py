@@ -179,17 +179,19 @@ def test_real_nodes_relationships_paths_and_temporals_become_plain_python(n4j):
 # ---- the server killed mid-ingest, restarted on the same data directory ----------------------------------
 
 def _kills_server_at(local, n):
-    """A Neo4jStore.write that SIGKILLs the server's JVM just before the ``n``-th write."""
-    orig = neo4j_store.Neo4jStore.write
+    """Store.write and BulkWriter.write (ingest's shared transactions) that SIGKILL the server's JVM
+    just before the ``n``-th write of either."""
     left = [n]
 
-    def write(store, query, params=None):
-        left[0] -= 1
-        if left[0] == 0:
-            local.kill()
-        return orig(store, query, params)
+    def wrap(orig):
+        def write(self, query, params=None):
+            left[0] -= 1
+            if left[0] == 0:
+                local.kill()
+            return orig(self, query, params)
+        return write
 
-    return write
+    return wrap(neo4j_store.Neo4jStore.write), wrap(neo4j_store.BulkWriter.write)
 
 
 @pytest.mark.parametrize("kill_at", [9])
@@ -207,7 +209,10 @@ def test_server_killed_mid_ingest_then_restarted_and_reingested(n4j, tmp_path, m
     ingest_circuit(store=n4j, circuit=a)  # complete before the crash
 
     monkeypatch.setattr(neo4j_store.Neo4jStore, "max_transaction_retry_time", 1.0)
-    monkeypatch.setattr(neo4j_store.Neo4jStore, "write", _kills_server_at(local, kill_at))
+    store_write, bulk_write = _kills_server_at(local, kill_at)
+    monkeypatch.setattr(neo4j_store.Neo4jStore, "write", store_write)
+    monkeypatch.setattr(neo4j_store.BulkWriter, "write", bulk_write)
+    monkeypatch.setattr(neo4j_store.BulkWriter, "read", bulk_write)
     r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "dog"), "--store", _uri(), *_db_args()])
     assert "Neo4j" in _one_line_error(r) and os.environ["NEO4J_PASSWORD"] not in r.output
     assert local.proc is None  # it really died

@@ -25,13 +25,14 @@ completely before any of its writes.
 from __future__ import annotations
 
 import json
+import random
 import time
 from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from neurflow_graph.annotations import Annotation, make_annotation, now_utc, read_run_annotations
 from neurflow_graph.circuit import ARRAYS_PREFIX, CIRCUIT_FILE, Circuit, load_circuit
@@ -45,6 +46,7 @@ from neurflow_graph.identity import (  # noqa: F401  (run_uid, model_uid, uid_pa
 from neurflow_graph.store.schema import identifier
 
 INGEST_BATCH_SIZE = 10_000
+T = TypeVar("T")
 
 # label -> properties written besides uid (the order is the SET order)
 NODE_PROPS: dict[str, tuple[str, ...]] = {
@@ -446,14 +448,12 @@ def _relink_annotations(store: Any, uid: str, ids: dict[str, Any], fn: str) -> N
                          "MERGE (a)-[r:ANNOTATES]->(b)", rows, batch_size=5000)
 
 
-def _create_all(store: Any, rows: CircuitRows, batch_size: int, *, partial: bool) -> None:
-    """The create path (see above): shared nodes MERGEd (ids returned), the run's own nodes and
-    relationships CREATEd by id. ``partial``: an earlier ingest of the run left remains (deleted first)."""
+def _create_all(store: Any, rows: CircuitRows, batch_size: int) -> dict[str, Any]:
+    """The create path's writes (see above): shared nodes MERGEd (ids returned), the run's own nodes
+    and relationships CREATEd by id; returns the run's own nodes' uid -> internal id."""
     fn = ID_FUNCTION[store.backend]
     q = _id_queries(fn)
     uid = rows.uid
-    if partial:
-        _delete_remains(store, uid)
     for label in ("Model", "Class", "Layer", "Image"):
         if rows.nodes[label]:
             store.write_rows(node_query(label), rows.nodes[label], batch_size=batch_size)
@@ -498,8 +498,45 @@ def _create_all(store: Any, rows: CircuitRows, batch_size: int, *, partial: bool
         store.write(q["HAS_MEMBER"], {"rows": chunk})
     feeds = [{"a": ng_id[r["a"]], "b": ng_id[r["b"]], "uid": r["uid"], "weight": r["weight"]} for r in rows.rels["FEEDS"]]
     store.write_rows(q["FEEDS"], feeds, batch_size=batch_size, run=uid)
+    return {**sg_id, **ng_id}
+
+
+def _create_run(store: Any, rows: CircuitRows, batch_size: int, *, partial: bool) -> None:
+    """The create path of a run absent from the store or incomplete (``partial``: remains of an
+    earlier ingest are deleted first, and its annotations linked again to the new nodes)."""
+    def remove() -> None:
+        nonlocal partial
+        partial = True
+        _delete_remains(store, rows.uid)
+
     if partial:
-        _relink_annotations(store, uid, {**sg_id, **ng_id}, fn)
+        _delete_remains(store, rows.uid)
+    ids = _in_bulk(store, lambda w: _create_all(w, rows, batch_size), before_retry=remove)
+    if partial:
+        _relink_annotations(store, rows.uid, ids, ID_FUNCTION[store.backend])
+
+
+RETRY_SECONDS = 30.0  # how long a bulk write is retried after transient failures (deadlocks)
+
+
+def _in_bulk(store: Any, work: Callable[[Any], T], *, before_retry: Callable[[], None] | None = None) -> T:
+    """``work(writer)`` in the store's bulk writer (Neo4j: a few large explicit transactions, see
+    Neo4jStore.bulk; FalkorDB: the store itself, every query atomic), retried as a whole, after
+    ``before_retry``, while the store reports a transient failure (a deadlock with a concurrent ingest)."""
+    has_bulk = callable(getattr(type(store), "bulk", None))  # a capability of the store class (wrappers: plain writes)
+    deadline = time.monotonic() + RETRY_SECONDS
+    while True:
+        try:
+            if not has_bulk:
+                return work(store)
+            with store.bulk() as writer:
+                return work(writer)
+        except StoreError as e:
+            if not getattr(e, "retryable", False) or time.monotonic() > deadline:
+                raise
+        if before_retry is not None:
+            before_retry()
+        time.sleep(random.uniform(0.05, 0.5))
 
 
 def _observed(store: Any, uid: str) -> dict[str, int]:
@@ -554,7 +591,7 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
         create = not (status and status[0]["status"] == "complete") and store.backend in ID_FUNCTION
         for attempt in (1, 2):
             if attempt == 1 and create:
-                _create_all(store, rows, batch_size, partial=bool(status))
+                _create_run(store, rows, batch_size, partial=bool(status))
             else:
                 if create:  # the create path's result did not verify: start again from nothing
                     _delete_remains(store, uid)
@@ -569,8 +606,12 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
                                  f"deleting runs in {store.display_url}? Ingest it again")
         # derived from the content only: every group's best paths to the logit (store/paths.py) and
         # its exemplar-patch overlaps with the groups of this and other runs of the class (store/overlaps.py)
-        write_best_paths(store=store, circuit=circuit, run_uid=uid)
-        pairs = write_patch_overlaps(store=store, run_uid=uid, class_name=class_name, group_patches=rows.group_patches)
+        # both in one bulk write (Neo4j: one transaction), then "complete" on its own
+        def derived(w: Any) -> int:
+            write_best_paths(store=w, circuit=circuit, run_uid=uid)
+            return write_patch_overlaps(store=w, run_uid=uid, class_name=class_name, group_patches=rows.group_patches)
+
+        pairs = _in_bulk(store, derived)
         store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
         nodes, rels = rows.n_nodes, rows.n_relationships + pairs
         del rows

@@ -4,6 +4,9 @@
 * Reads run in managed read transactions (``session.execute_read``), writes in managed write
   transactions (``session.execute_write``); the driver retries transient failures (deadlocks,
   leader switches), which is safe because every write here is idempotent (MERGE on uid).
+* Ingest writes a run through :meth:`Neo4jStore.bulk`: one session and a few large explicit
+  transactions (about ``BULK_MAX_ROWS`` rows each) instead of a transaction per batch, so a run
+  costs a handful of commits (each a log flush to disk) rather than dozens.
 * The password is handed to the driver and kept nowhere else; messages, ``display_url`` and
   ``repr`` never contain it (driver messages are scrubbed before they are wrapped).
 """
@@ -11,12 +14,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from neurflow_graph.errors import QueryError, StoreConnectionError, StoreError
-from neurflow_graph.store.base import GraphStore, plain_node, plain_path, plain_relationship
+from neurflow_graph.store.base import DEFAULT_BATCH_SIZE, GraphStore, plain_node, plain_path, plain_relationship
+from neurflow_graph.store.batching import batched
 from neurflow_graph.store.schema import INDEXED, LABELS, identifier
+from neurflow_graph.store.text_index import INDEX_NAME as TEXT_INDEX_NAME, NEO4J_DDL as TEXT_INDEX_DDL
 
 DEFAULT_DATABASE = "neo4j"
 DEFAULT_USERNAME = "neo4j"
@@ -44,6 +50,13 @@ def _plain(v: Any) -> Any:
     if callable(to_native):
         return to_native()
     return v
+
+
+BULK_MAX_ROWS = 50_000  # rows (list items included) per transaction of Neo4jStore.bulk
+# Bulk writes keep their first plan (index and id seeks, whatever the statistics): while a store
+# grows during an ingest, Neo4j would otherwise plan each ingest query again every time the
+# statistics moved by more than dbms.cypher.statistics_divergence_threshold.
+BULK_PREFIX = "CYPHER replan=skip "
 
 
 def _rows(tx: Any, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -133,22 +146,48 @@ class Neo4jStore(GraphStore):
             raise StoreError(f"the store {self.display_url} is closed")
         return self._driver.session(database=self._database, default_access_mode=access_mode)
 
-    def _run(self, query: str, params: Mapping[str, Any] | None, *, write: bool) -> list[dict[str, Any]]:
-        import neo4j
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver exceptions raised in the block as project errors (one line, password scrubbed).
+        ``retryable`` on the error: a transient server failure (deadlock, lock timeout) that a
+        caller may retry as a whole; lost connections are not marked."""
         from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable, SessionExpired
 
         try:
-            with self._session(neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS) as session:
-                run = session.execute_write if write else session.execute_read
-                return run(_rows, query, params or {})
+            yield
         except AuthError as e:
             raise StoreConnectionError(f"{self.display_url} refused the credentials of user {self._username!r}") from self._cause(e)
         except (ServiceUnavailable, SessionExpired) as e:
             raise StoreConnectionError(f"lost Neo4j at {self.display_url} ({self._scrub(e)})") from self._cause(e)
         except Neo4jError as e:
-            raise QueryError(f"Neo4j rejected the query: {self._scrub(e)}") from self._cause(e)
+            err = QueryError(f"Neo4j rejected the query: {self._scrub(e)}")
+            err.retryable = bool(e.is_retryable())  # type: ignore[attr-defined]
+            raise err from self._cause(e)
         except DriverError as e:
             raise StoreError(f"{self.display_url}: {self._scrub(e)}") from self._cause(e)
+
+    def _run(self, query: str, params: Mapping[str, Any] | None, *, write: bool) -> list[dict[str, Any]]:
+        import neo4j
+
+        with self._errors(), self._session(neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS) as session:
+            run = session.execute_write if write else session.execute_read
+            return run(_rows, query, params or {})
+
+    @contextmanager
+    def bulk(self, *, max_rows: int = BULK_MAX_ROWS) -> Iterator["BulkWriter"]:
+        """A writer whose writes share explicit transactions of about ``max_rows`` rows each (one
+        session, one commit per transaction instead of one per write); the last is committed when
+        the block ends, the open one rolled back when it raises. Not retried by the driver: a
+        caller retries the whole block when the error is ``retryable`` (see :meth:`_errors`)."""
+        import neo4j
+
+        with self._errors(), self._session(neo4j.WRITE_ACCESS) as session:
+            writer = BulkWriter(self, session, max_rows)
+            try:
+                yield writer
+                writer.commit()
+            finally:
+                writer.close()
 
     def read(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._run(query, params, write=False)
@@ -157,7 +196,8 @@ class Neo4jStore(GraphStore):
         return self._run(query, params, write=True)
 
     def setup(self) -> None:
-        """Uniqueness constraints on ``uid`` and range indexes on ``INDEXED`` (``IF NOT EXISTS``), then wait online."""
+        """Uniqueness constraints on ``uid``, range indexes on ``INDEXED`` and the annotation full-text index
+        (``IF NOT EXISTS``), then wait until they are online."""
         if getattr(self, "_setup_done", False):
             return
         ddl: dict[str, str] = {}
@@ -168,6 +208,8 @@ class Neo4jStore(GraphStore):
             for prop in INDEXED.get(label, ()):
                 p = identifier(prop)
                 ddl[f"neurflow_{lb}_{p}"] = f"CREATE INDEX neurflow_{lb}_{p} IF NOT EXISTS FOR (n:{lb}) ON (n.{p})"
+        # groups_by_label searches it: a store without annotations yet answers no rows, not an error
+        ddl[TEXT_INDEX_NAME] = TEXT_INDEX_DDL
         # one read when everything is there already (every write command calls setup); a
         # constraint's backing index carries the constraint's name
         state = {r["name"]: r["state"] for r in self.read("SHOW INDEXES YIELD name, state RETURN name, state")}
@@ -181,3 +223,61 @@ class Neo4jStore(GraphStore):
     def close(self) -> None:
         self._close_driver()
         self._secret = None
+
+
+def _weight(params: Mapping[str, Any]) -> int:
+    """How much a write adds to its transaction: its rows, each with the items of its list values."""
+    rows = params.get("rows")
+    if not isinstance(rows, list):
+        return 1
+    return sum(1 + sum(len(v) for v in r.values() if isinstance(v, list)) for r in rows if isinstance(r, dict))
+
+
+class BulkWriter:
+    """The store-like writer of :meth:`Neo4jStore.bulk`: ``read``/``write``/``write_rows`` run in the
+    current explicit transaction (reads see its writes), committed once it holds ``max_rows`` rows."""
+
+    backend = "neo4j"
+
+    def __init__(self, store: Neo4jStore, session: Any, max_rows: int) -> None:
+        self._store, self._session, self._max = store, session, max_rows
+        self._tx: Any = None
+        self._n = 0
+
+    @property
+    def display_url(self) -> str:
+        return self._store.display_url
+
+    def write(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        params = params or {}
+        if self._tx is None:
+            self._tx = self._session.begin_transaction()
+        out = _rows(self._tx, BULK_PREFIX + query, params)
+        self._n += _weight(params)
+        if self._n >= self._max:
+            self.commit()
+        return out
+
+    read = write
+
+    def write_rows(self, query: str, rows: Iterable[Mapping[str, Any]], *,
+                   batch_size: int = DEFAULT_BATCH_SIZE, **params: Any) -> int:
+        n = 0
+        for chunk in batched(rows, batch_size):
+            self.write(query, {"rows": chunk, **params})
+            n += len(chunk)
+        return n
+
+    def commit(self) -> None:
+        if self._tx is not None:
+            tx, self._tx, self._n = self._tx, None, 0
+            tx.commit()
+
+    def close(self) -> None:
+        """Roll back the open transaction, if any (after an error)."""
+        if self._tx is not None:
+            tx, self._tx = self._tx, None
+            try:
+                tx.close()
+            except Exception:  # the connection is gone; the error that got here matters more
+                pass
