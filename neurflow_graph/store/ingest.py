@@ -16,6 +16,11 @@ Protocol (docs/graph-model.md, "Run status"):
    steps 4 and 5 is repaired by the next ingest.
 6. ``Run.run_dir``, mosaic references and the run directory's annotations, then a checkpoint.
 
+On Neo4j the writes of steps 2 and 4 share a few large explicit transactions (``store.bulk()``,
+see store/neo4j_store.py) and every ingest query keeps its first plan (``store.plan_once()``);
+the ``complete`` write of step 4 is always a transaction of its own. Stores without these
+(FalkorDB, test wrappers) run each query as its own atomic write.
+
 Every step is idempotent, so an ingest that died anywhere (exception, SIGKILL of either
 process) is finished by running it again, without duplicates. Queries read only complete runs.
 Run directories are streamed (:func:`iter_runs`): one circuit in memory at a time, each validated
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import nullcontext
 import time
 from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -567,16 +573,26 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
 
     A run already complete is skipped unless ``force``; its annotations are still written and its
     (model, class)'s ``latest`` recomputed, which repairs a client killed between the two writes."""
-    from neurflow_graph.store.annotations import write_annotations
-    from neurflow_graph.store.overlaps import write_patch_overlaps
-    from neurflow_graph.store.paths import write_best_paths
-    from neurflow_graph.store.runs import recompute_latest
-
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     t0 = time.perf_counter()
     if not validated:
         circuit.validate()
+    # Neo4j: every ingest query keeps its first plan (uid/run index seeks at any size) instead of
+    # being planned again each time the growing store's statistics move (Neo4jStore.plan_once)
+    plan_once = store.plan_once() if callable(getattr(type(store), "plan_once", None)) else nullcontext()
+    with plan_once:
+        return _ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=checkpoint,
+                       annotations=annotations, run_dir=run_dir, t0=t0)
+
+
+def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, checkpoint: bool,
+            annotations: Sequence[Annotation], run_dir: str | Path | None, t0: float) -> IngestResult:
+    from neurflow_graph.store.annotations import write_annotations
+    from neurflow_graph.store.overlaps import write_patch_overlaps
+    from neurflow_graph.store.paths import write_best_paths
+    from neurflow_graph.store.runs import recompute_latest
+
     uid = run_uid(circuit)
     muid, class_name = model_uid(circuit), circuit.class_.name
     annotations = [*legacy_annotations(circuit), *annotations]
