@@ -39,6 +39,33 @@ def test_demo_finds_the_spurious_concepts_of_the_biased_class(tmp_path):
     assert debugged["false_positives"] and debugged["combined"]["returned_rate"] >= 0.5
     assert debugged["combined"]["random_returned_rate"]["mean"] <= 0.10
     assert any(line.startswith("bee: masking the") and "returns" in line for line in lines)
+    # what drives them: every concept's groups masked together (debug.json "by_concept"), recomputed
+    # here by a full forward pass under mask_neurons, an oracle independent of debug's batched slice
+    import pytest
+    import torch
+
+    from neurflow_graph.datasets.images import load_rgb
+    from neurflow_graph.interventions import mask_neurons
+    from neurflow_graph.models.registry import load_model
+
+    model = load_model(name="demo", layers=bee.model.layers)
+    names = [model.class_name(i) for i in range(model.num_classes)]
+    x = torch.stack([model.preprocess(load_rgb(p)) for p in debugged["false_positives"]])
+    true = torch.as_tensor([names.index(label) for label in debugged["false_positive_labels"]])
+    rows, c = torch.arange(len(x)), names.index("bee")
+    with torch.no_grad():
+        base = model.module(x)
+    assert {m["concept"] for m in debugged["by_concept"]} == {g["concept"] for g in debugged["groups"] if g["concept"]}
+    for m in debugged["by_concept"]:
+        neurons = sorted({n for g in debugged["groups"] if g["gid"] in m["groups"] for n in g["neurons"]})
+        assert len(neurons) == m["size"] and all(g["concept"] == m["concept"] for g in debugged["groups"]
+                                                 if g["gid"] in m["groups"])
+        with mask_neurons(model.module, {debugged["layer"]: neurons}), torch.no_grad():
+            out = model.module(x)
+        assert (out.argmax(1) == true).float().mean().item() == pytest.approx(m["returned_rate"])
+        assert (out[:, c] - base[:, c]).mean().item() == pytest.approx(m["delta_logit"], abs=1e-3)
+        assert (out[rows, true] - base[rows, true]).mean().item() == pytest.approx(m["delta_true_logit"], abs=1e-3)
+    assert any(line.startswith("bee: masking all") and "true class's by" in line for line in lines)
     # every group is scored (an annotation beside circuit.json) with a purity in [0, 1]
     uid = result.run_uids["bee"]
     assert set(purities) == set(concepts) == {neuron_group_uid(uid, g.layer, g.id) for g in bee.neuron_groups}

@@ -18,6 +18,10 @@ For one run (class c) and one layer L, on a labelled image folder:
    99% interval, and is called *spurious* only when its concept is not part of the class's object
    and masking it lowers c's logit beyond random. The groups whose concept the world lists as
    c's spurious context are also masked together, against random sets of the same total size.
+   Likewise every concept's groups (``by_concept``): the share of false positives returned to their
+   true class, and the mean change of c's logit and of the true class's logit, against random sets of
+   that size. A concept whose masking lowers c but also the true class (evidence for both) does not
+   cause the false positives; one whose masking lowers c and raises the true class does.
 5. Each group's net effect on the logit: the mean of (logit - logit with G masked) over the images
    predicted as c; its sign says whether G raises or lowers c. And the images whose logit drops
    most when G is masked (Fig. 9, right).
@@ -105,6 +109,22 @@ class CombinedFinding:
 
 
 @dataclass
+class ConceptMasking:
+    """All groups of one (ground-truth or annotated) concept masked together on the false positives:
+    which concept's neurons the false positives depend on, beside random sets of the same size."""
+
+    concept: str
+    groups: list[int]
+    size: int
+    returned_rate: float
+    delta_logit: float                 # mean change of the class's logit
+    delta_true_logit: float            # mean change of each false positive's true class's logit
+    random_returned_rate: RandomStats
+    random_delta_logit: RandomStats
+    random_delta_true_logit: RandomStats
+
+
+@dataclass
 class DebugResult:
     run: str
     class_name: str
@@ -118,6 +138,7 @@ class DebugResult:
     groups: list[GroupFinding]
     combined: CombinedFinding | None = None
     top_group_spurious_share: float | None = None  # share of false positives whose top-M group is a spurious-context group
+    by_concept: list[ConceptMasking] = field(default_factory=list)
     heatmaps: dict[str, Any] = field(default_factory=dict)  # not serialised: {"images": [...], "maps": {gid: [(H, W)]}}
     format: str = FORMAT
     version: int = VERSION
@@ -227,9 +248,16 @@ def debug_class(*, model: Any, circuit: Circuit, run_uid: str, images: Sequence[
     object_concepts = set((class_def or {}).get("concepts", []))
     combined_ids = [g.id for g in groups if concept_of[g.id] in spurious_concepts]
     combined = sorted({a for gid in combined_ids for a in neurons[gid]})
+    named = sorted({str(concept_of[g.id]) for g in groups if concept_of[g.id]})
+    by_concept_ids = {k: [g.id for g in groups if concept_of[g.id] == k] for k in named}
+    by_concept_sets = {k: sorted({a for gid in ids for a in neurons[gid]}) for k, ids in by_concept_ids.items()}
     sizes = sorted({len(v) for v in neurons.values()} | ({len(combined)} if combined else set()))
+    # sizes met only by a concept's union are drawn after the others: those keep their random sets
+    sizes += sorted({len(v) for v in by_concept_sets.values()} - set(sizes))
     randoms = {n: _random_sets(gen, n_channels, n, n_random) for n in sizes}
     sets: list[list[int]] = [neurons[g.id] for g in groups] + [combined] * bool(combined)
+    concept_offset = len(sets)
+    sets += [by_concept_sets[k] for k in named]
     offsets = {}
     for n in sizes:
         offsets[n] = len(sets)
@@ -327,6 +355,23 @@ def debug_class(*, model: Any, circuit: Circuit, run_uid: str, images: Sequence[
                                               size=len(combined), returned_rate=back, flip_rate=flip, delta_prob=d_prob,
                                               random_returned_rate=r_back, random_flip_rate=r_flip,
                                               random_delta_prob=r_prob)
+    if len(fp):
+        known = fp[true[fp] >= 0]  # false positives whose folder is one of the model's classes
+        base_true = logits.numpy()[known, true[known]]
+
+        def concept_stats(s: int) -> tuple[float, float, float]:
+            d_true = masked[s].numpy()[known, true[known]] - base_true if len(known) else np.full(1, np.nan)
+            return (float((m_pred[s, fp] == true[fp]).mean()), float((m_logit[s, fp] - logit[fp]).mean()),
+                    float(d_true.mean()))
+
+        for i, k in enumerate(named):
+            back, d_c, d_true = concept_stats(concept_offset + i)
+            n = len(by_concept_sets[k])
+            r = np.asarray([concept_stats(offsets[n] + j) for j in range(n_random)])
+            result.by_concept.append(ConceptMasking(
+                concept=k, groups=by_concept_ids[k], size=n, returned_rate=back, delta_logit=d_c,
+                delta_true_logit=d_true, random_returned_rate=RandomStats.of(r[:, 0]),
+                random_delta_logit=RandomStats.of(r[:, 1]), random_delta_true_logit=RandomStats.of(r[:, 2])))
     if len(fp) and spurious_concepts:
         result.top_group_spurious_share = float(np.mean([concept_of[groups[t].id] in spurious_concepts for t in top]))
     result.heatmaps = {"images": [str(p) for p in fp_paths[:heatmap_images]], "maps": heat}
