@@ -5,25 +5,30 @@ weights' values), preprocessing as the DEFAULT weights expect (resize 232/256, c
 ``--images`` synthetic 224-px images (50: 2,950 patches), tau=16, k=50, ig_steps=50 by default. D_c is
 every image (a random-init model's class is the one it predicts most often for them).
 
-Prints per layer: targets, wall time, peak memory (RSS; on CUDA also peak allocated), conv/matmul
-GFLOP executed and achieved GFLOP/s against a float32 matmul peak measured in the same run, and the
-whole circuit's time. ``--time-box S`` stops after the first layer that ends past S seconds and
-prints a PROJECTION for the remaining layers (see ``project``), labelled as such.
+Prints the activation scan's own line (time, user/system CPU seconds, peak RSS, GFLOP/s), then per
+layer: targets, wall time, peak memory (RSS; on CUDA also peak allocated), conv/matmul GFLOP executed
+and achieved GFLOP/s against a float32 matmul peak measured in the same run, and the same for the IG
+calls alone (the rest of the layer: maps, top-k, semantic groups, bookkeeping); the load average with
+every line; then the whole circuit's time. ``--time-box S`` counts from the start, scan included: the
+run stops after the IG block or layer that ends past S seconds and prints a PROJECTION for the
+remaining layers (see ``project``), labelled as such.
 
     .venv/bin/python bench/paper_scale.py --model resnet50 --time-box 240      # 2 CPU cores: top layers + projection
     .venv/bin/python bench/paper_scale.py --model googlenet --time-box 240
     .venv/bin/python bench/paper_scale.py --model resnet50 --device cuda       # GPU: the whole circuit
-    .venv/bin/python bench/paper_scale.py --side-by-side --images 2 --size 64 --k 8 --tau 2 --ig-steps 16
+    .venv/bin/python bench/paper_scale.py --side-by-side --images 1 --size 64 --k 8 --tau 2 --ig-steps 8 --rungs 3,5,8
     .venv/bin/python bench/paper_scale.py --quick                              # smoke test (seconds)
 
 ``--side-by-side`` repeats bench/extract.py's comparison (reference-style baseline: per-layer prefix
-scans, captum IG one target at a time) with ResNet50's own layer list, at the size given.
+scans, captum IG one target at a time) with ResNet50's own layer list, at the size given, once per
+``--rungs`` depth (the top N layers of that list), printing the ratio per rung.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -41,6 +46,48 @@ from neurflow_graph.datasets.images import list_images, predict_classes  # noqa:
 from neurflow_graph.extraction import ExtractParams, circuit_builder, extract_circuit  # noqa: E402
 from neurflow_graph.extraction.slicing import layer_slice, prefix, trace_layers  # noqa: E402
 from neurflow_graph.models.registry import load_model  # noqa: E402
+
+
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def peak_rss_mib() -> float:
+    """The process's resident-set high-water mark (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_cpu_peak(n: int = 1024, reps: int = 20) -> float:
+    """float32 matmul GFLOP per second of this process's CPU time (user + system): the arithmetic rate
+    per core-second, which a loaded machine slows far less than the wall-clock rate."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = sum(cpu_times())
+        for _ in range(reps):
+            a @ b
+        best = min(best, sum(cpu_times()) - t)
+    return 2 * n**3 * reps / best / 1e9
+
+
+def per_cpu(flops: float, cpu_s: float, cpu_peak: float | None) -> str:
+    """``flops`` per CPU-second, and as a share of the matmul's (CPU runs only)."""
+    if not cpu_peak:
+        return ""
+    rate = flops / max(cpu_s, 1e-9) / 1e9
+    return f" [{rate:.1f} GFLOP per CPU-s = {100 * rate / cpu_peak:.0f}% of matmul's]"
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 class TimeBox(Exception):
@@ -151,29 +198,44 @@ def run_circuit(args, peak: float) -> None:
                   f"ig_steps={params.ig_steps}, max_batch={params.max_batch}, device {model.device}, layers "
                   f"{len(model.spec.layers)}: {','.join(model.spec.layers)}")
             rows: list[dict] = []
-            marks = {"flops": 0.0, "t": time.perf_counter()}
+            marks = {"flops": 0.0, "t": time.perf_counter(), "ig_s": 0.0, "ig_flops": 0.0, "ig_cpu": 0.0,
+                     "cpu": sum(cpu_times())}
             real_scan = circuit_builder.scan_activations
             fc = FlopCount()
+            start = time.perf_counter()
 
             def timed_scan(**kw):
-                t, f = time.perf_counter(), fc.total
+                t, f, c = time.perf_counter(), fc.total, cpu_times()
                 out = real_scan(**kw)
-                marks.update(scan_s=time.perf_counter() - t, scan_flops=fc.total - f, flops=fc.total,
-                             t=time.perf_counter())
+                now = time.perf_counter()
+                marks.update(scan_s=now - t, scan_flops=fc.total - f, flops=fc.total, t=now, cpu=sum(cpu_times()))
+                user, sys_ = (b - a for a, b in zip(c, cpu_times()))
+                gfs = marks["scan_flops"] / marks["scan_s"] / 1e9
+                print(f"   scan         {n_patches} patches  {marks['scan_s']:8.1f} s  (user {user:.0f} s, sys {sys_:.0f} s)"
+                      f"  peak RSS {peak_rss_mib():7.0f} MiB  {marks['scan_flops'] / 1e9:9.1f} GFLOP  {gfs:7.1f} GFLOP/s "
+                      f"({100 * gfs / peak:4.1f}% of matmul peak){per_cpu(marks['scan_flops'], user + sys_, args.cpu_peak)}; "
+                      f"full maps kept for {list(out[1])}; "
+                      f"{now - start:.0f} s of the box spent; load {load()}", flush=True)
                 return out
-
-            start = time.perf_counter()
 
             def on_layer(info: dict) -> None:
                 now = time.perf_counter()
                 info["flops"] = fc.total - marks["flops"]
-                marks.update(flops=fc.total, t=now)
+                cpu_now = sum(cpu_times())
+                info.update(ig_s=marks["ig_s"], ig_flops=marks["ig_flops"], ig_cpu=marks["ig_cpu"],
+                            cpu=cpu_now - marks["cpu"])
+                marks.update(flops=fc.total, t=now, ig_s=0.0, ig_flops=0.0, ig_cpu=0.0, cpu=cpu_now)
                 rows.append(info)
                 gfs = info["flops"] / max(info["seconds"], 1e-9) / 1e9
+                ig_gfs = info["ig_flops"] / max(info["ig_s"], 1e-9) / 1e9
                 cuda = f", peak CUDA {info['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in info else ""
                 print(f"   {info['layer']:12s} targets {info['targets']:5d}  {info['seconds']:8.1f} s  peak RSS "
                       f"{info['peak_rss_mib']:7.0f} MiB{cuda}  {info['flops'] / 1e9:9.1f} GFLOP  {gfs:7.1f} GFLOP/s "
-                      f"({100 * gfs / peak:4.1f}% of matmul peak)", flush=True)
+                      f"({100 * gfs / peak:4.1f}% of matmul peak){per_cpu(info['flops'], info['cpu'], args.cpu_peak)}; "
+                      f"IG calls {info['ig_s']:.1f} s at {ig_gfs:.1f} GFLOP/s ({100 * ig_gfs / peak:4.1f}%)"
+                      f"{per_cpu(info['ig_flops'], info['ig_cpu'], args.cpu_peak)}, rest "
+                      f"{info['seconds'] - info['ig_s']:.1f} s; load {load()}",
+                      flush=True)
                 if args.time_box and now - start > args.time_box and info["index"] + 1 < len(model.spec.layers):
                     raise TimeBox
 
@@ -181,7 +243,11 @@ def run_circuit(args, peak: float) -> None:
             partial = {"pairs_done": 0, "seconds": 0.0}
 
             def attribute(self, **kw):  # counts (target, patch) pairs; stops mid-layer once the box is spent
+                t, f, c0 = time.perf_counter(), fc.total, sum(cpu_times())
                 out = real_attribute(self, **kw)
+                marks["ig_s"] += time.perf_counter() - t
+                marks["ig_cpu"] += sum(cpu_times()) - c0
+                marks["ig_flops"] += fc.total - f
                 partial["pairs_done"] += int((kw["slot_targets"] >= 0).sum())
                 if args.time_box and time.perf_counter() - start > args.time_box:
                     raise TimeBox
@@ -204,10 +270,9 @@ def run_circuit(args, peak: float) -> None:
                 circuit_builder.scan_activations = real_scan
                 circuit_builder.SliceAttributor.attribute = real_attribute
             wall = time.perf_counter() - start
-            if "scan_s" in marks:
-                print(f"   scan: {marks['scan_s']:.1f} s, {marks['scan_flops'] / 1e9:.1f} GFLOP "
-                      f"({marks['scan_flops'] / marks['scan_s'] / 1e9:.1f} GFLOP/s); per-layer times above exclude it")
-            if finished:
+            if "scan_s" not in marks:
+                print("   the scan did not finish")
+            elif finished:
                 ig = c.timing.get("ig", 0.0)
                 print(f"   whole circuit: {wall:.1f} s measured ({len(c.neurons)} neurons, {len(c.edges)} edges); "
                       f"phases: " + ", ".join(f"{k} {v:.1f}" for k, v in c.timing.items()))
@@ -217,11 +282,18 @@ def run_circuit(args, peak: float) -> None:
                 if len(rows) < len(model.spec.layers) and partial["pairs_done"]:
                     cut = {"layer": model.spec.layers[len(rows)], "pairs_done": partial["pairs_done"],
                            "pairs_total": (rows[-1]["next_targets"] if rows else 1) * params.k,
-                           "seconds": time.perf_counter() - marks["t"]}
+                           "seconds": time.perf_counter() - marks["t"], "ig_s": marks["ig_s"],
+                           "ig_flops": marks["ig_flops"], "ig_cpu": marks["ig_cpu"]}
+                    ig_gfs = cut["ig_flops"] / max(cut["ig_s"], 1e-9) / 1e9
+                    print(f"   {cut['layer']:12s} cut by the box after {cut['pairs_done']} of {cut['pairs_total']} "
+                          f"pairs, {cut['seconds']:.1f} s (IG calls {cut['ig_s']:.1f} s at {ig_gfs:.1f} GFLOP/s, "
+                          f"{100 * ig_gfs / peak:4.1f}% of matmul peak{per_cpu(cut['ig_flops'], cut['ig_cpu'], args.cpu_peak)}); "
+                          f"peak RSS {peak_rss_mib():.0f} MiB; load {load()}")
                 proj = project(rows, cut, model, params, 224)
-                print(f"   time box {args.time_box:.0f} s spent after {len(rows)} of {len(model.spec.layers)} layers "
-                      f"({wall:.1f} s measured). PROJECTION for the rest (not measured; cost ~ targets x k x slice "
-                      "FLOPs, calibrated on the layers above; targets beyond the next layer are upper bounds):")
+                print(f"   time box {args.time_box:.0f} s (scan included) spent after {len(rows)} of "
+                      f"{len(model.spec.layers)} layers ({wall:.1f} s measured). PROJECTION for the rest (not measured; "
+                      "cost ~ targets x k x slice FLOPs, calibrated on the layers above; targets beyond the next layer "
+                      "are upper bounds):")
                 for r in proj:
                     print(f"   PROJECTION {r['layer']:12s} targets <= {r['targets']:5d}  ~{r['seconds']:9.0f} s  "
                           f"({r['note']})")
@@ -230,27 +302,40 @@ def run_circuit(args, peak: float) -> None:
 
 
 def side_by_side(args, peak: float) -> None:
+    """Engine vs bench/extract.py's reference-style baseline, one rung per ``--rungs`` depth (the top N
+    layers of ResNet50's own list), both in this process on the same inputs. Both run with the heap
+    retained (``extraction.heap``), so the ratio is the algorithms', not the allocator setting's."""
+    from neurflow_graph.extraction.heap import retained_heap
+
     with tempfile.TemporaryDirectory() as tmp:
         root = synthetic_images(Path(tmp), args.images, max(args.size, 32))
         model = load_model(name="resnet50", device=args.device, input_size=args.size)
+        full = list(model.spec.layers)
         records, _ = list_images(root)
         preds = predict_classes(model=model, images=records)
         cls = Counter(preds).most_common(1)[0][0]
         params = ExtractParams(k=args.k, tau=args.tau, ig_steps=args.ig_steps, max_batch=args.max_batch)
         n_patches = len(circuit_builder.patch_source(model=model, images=records, params=params).plan)
         print(f"\n== side by side, resnet50 random init, {args.size} px (squash), {len(records)} images, {n_patches} "
-              f"patches, k={params.k} tau={params.tau} ig_steps={params.ig_steps}, layers "
-              f"{','.join(model.spec.layers)}")
-        (base, f_base), t_base, _, m_base = _timed(lambda: baseline_circuit(model, records, cls, params))
-        eng, t_eng, _, m_eng = _timed(lambda: extract_circuit(model=model, images=records, class_index=cls,
-                                                              params=params, progress=False))
-        ov, n_par, same = overlap(eng, base)
-        dw, n_edges = max_weight_diff(eng, base)
-        print(f"   baseline {t_base:8.1f} s (peak RSS +{m_base:.0f} MiB, {f_base / t_base / 1e9:.1f} GFLOP/s, "
-              f"{100 * f_base / t_base / 1e9 / peak:.0f}% of peak)")
-        print(f"   engine   {t_eng:8.1f} s (peak RSS +{m_eng:.0f} MiB; timing peak {eng.timing.get('peak_rss_mib')} MiB)")
-        print(f"   speed-up {t_base / t_eng:.1f}x   core-set overlap {ov:.3f} ({same}/{n_par} identical), max |weight "
-              f"diff| {dw:.2e} over {n_edges} edges ({len(eng.edges)} engine / {len(base.edges)} baseline)")
+              f"patches, class {cls}, k={params.k} tau={params.tau} ig_steps={params.ig_steps}, ResNet50's layer list "
+              f"{','.join(full)}")
+        rungs = [int(v) for v in args.rungs.split(",")] if args.rungs else [len(full)]
+        for top in rungs:
+            model.spec.layers = full[:top]
+            with retained_heap():
+                (base, f_base), t_base, _, m_base = _timed(lambda: baseline_circuit(model, records, cls, params))
+                eng, t_eng, _, m_eng = _timed(lambda: extract_circuit(model=model, images=records, class_index=cls,
+                                                                      params=params, progress=False))
+            ov, n_par, same = overlap(eng, base)
+            dw, n_edges = max_weight_diff(eng, base)
+            per_layer = Counter(n.layer for n in eng.neurons)
+            print(f"   rung top {top:2d} layers ({full[top - 1]} at the bottom; targets per layer "
+                  f"{[per_layer.get(layer, 0) for layer in full[:top]]}): baseline {t_base:7.1f} s "
+                  f"(+{m_base:.0f} MiB, {f_base / t_base / 1e9:.1f} GFLOP/s, {100 * f_base / t_base / 1e9 / peak:.0f}% "
+                  f"of peak), engine {t_eng:6.1f} s (+{m_eng:.0f} MiB)  SPEED-UP {t_base / t_eng:5.1f}x  core-set "
+                  f"overlap {ov:.3f} ({same}/{n_par} identical), max |weight diff| {dw:.2e} over {n_edges} edges "
+                  f"({len(eng.edges)} engine / {len(base.edges)} baseline); load {load()}", flush=True)
+        model.spec.layers = full
 
 
 def main() -> None:
@@ -261,13 +346,14 @@ def main() -> None:
     ap.add_argument("--tau", type=int, default=16)
     ap.add_argument("--ig-steps", type=int, default=50)
     ap.add_argument("--max-batch", type=int, default=256)
-    ap.add_argument("--time-box", type=float, default=None, help="stop after the layer that ends past S seconds")
+    ap.add_argument("--time-box", type=float, default=None, help="stop after the IG block that ends past S seconds from the start (scan included)")
     ap.add_argument("--top", type=int, default=None, help="analyse only the first N listed layers")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--memory-budget", default=None, help="e.g. 4GiB (default: sized from the device)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--side-by-side", action="store_true", help="engine vs reference-style baseline, ResNet50 layers")
     ap.add_argument("--size", type=int, default=64, help="input size of the side-by-side case (squash)")
+    ap.add_argument("--rungs", default=None, help="side by side: comma-separated depths (top N layers), e.g. 3,5,8,11")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 images, top 3 layers, k=8, tau=2, 8 steps")
     args = ap.parse_args()
     if args.threads:
@@ -279,8 +365,10 @@ def main() -> None:
     args.device = str(device)
     peak = matmul_peak_gflops(device, n=2048 if device.type == "cuda" else 1024)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
-    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device} ({gpu}); float32 matmul peak {peak:.1f} GFLOP/s")
+    args.cpu_peak = matmul_cpu_peak() if device.type == "cpu" else None
+    per = f", {args.cpu_peak:.1f} GFLOP per CPU-second" if args.cpu_peak else ""
+    print(f"machine: {os.cpu_count()} CPU cores, load average {load()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device} ({gpu}); float32 matmul peak {peak:.1f} GFLOP/s{per}")
     start = time.perf_counter()
     if args.side_by_side:
         side_by_side(args, peak)
