@@ -367,7 +367,8 @@ def test_cli_world_exports_and_summarises(tmp_path):
     assert load_world_ground_truth(tmp_path / "w").seed == 1
 
 
-@pytest.mark.parametrize("args", [["--per-class", "0"], ["--size", "4"], ["--spurious-rate", "2"], "FILE"])
+@pytest.mark.parametrize("args", [["--per-class", "0"], ["--size", "4"], ["--spurious-rate", "2"], "FILE",
+                                  ["--split", "bias", "--bias-flowers", "9"], ["--bias-flowers", "3"]])
 def test_cli_world_bad_input_is_one_line_exit_2(tmp_path, args):
     target = tmp_path / "w"
     if args == "FILE":
@@ -378,6 +379,19 @@ def test_cli_world_bad_input_is_one_line_exit_2(tmp_path, args):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ")
     assert "Traceback" not in result.output
+
+
+def test_cli_world_bias_flowers_writes_the_images_of_the_python_option(tmp_path):
+    result = CliRunner().invoke(cli, ["world", "--out", str(tmp_path / "w"), "--per-class", "2", "--split", "bias",
+                                      "--bias-flowers", "3"])
+    assert result.exit_code == 0, result.output
+    assert "3 flowers per other-class image" in result.output
+    expected = {f"{it.class_name}/{it.class_name}_{it.index}.png": it.image.tobytes()
+                for it in ConceptWorld(seed=0, n_per_class=2, split="bias", bias_flowers=3)}
+    one = {f"{it.class_name}/{it.class_name}_{it.index}.png": it.image.tobytes()
+           for it in ConceptWorld(seed=0, n_per_class=2, split="bias")}
+    written = {rel: Image.open(tmp_path / "w" / rel).convert("RGB").tobytes() for rel in expected}
+    assert written == expected and written != one
 
 
 def test_bias_split_puts_the_spurious_context_on_every_other_class():
