@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from neurflow_graph.cli.options import device_option, store_options
+from neurflow_graph.cli.options import device_option, run_model_options, store_options
 
 
 @click.command("debug")
@@ -20,10 +20,7 @@ from neurflow_graph.cli.options import device_option, store_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random sets.")
 @click.option("--out", "out_dir", default=None, type=click.Path(),
               help="Folder for debug.json and the PNGs (default: RUN_DIR/debug/LAYER).")
-@click.option("--runs-dir", "runs_dirs", multiple=True, type=click.Path(),
-              help="Where to look for the run directory of a uid (default: the embedded store's runs/).")
-@click.option("--model", default=None, help="Model (default: the run's); for custom models.")
-@click.option("--weights", default=None, help="Weights of the run's model (default: the registry default).")
+@run_model_options
 @device_option
 @store_options
 def command(run: str, images_dir: str, layer: str | None, n_random: int, seed: int, out_dir: str | None,

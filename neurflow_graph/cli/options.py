@@ -119,6 +119,20 @@ def store_options(f):
     return wrapped
 
 
+def run_model_options(f):
+    """--runs-dir, --model and --weights of the commands that re-load a stored run's model
+    (debug, evaluate): where the run directory of a uid is, and which model and weights to load."""
+    decorators = [
+        click.option("--runs-dir", "runs_dirs", multiple=True, type=click.Path(),
+                     help="Where to look for the run directory of a uid (default: the embedded store's runs/)."),
+        click.option("--model", default=None, help="Model (default: the run's); for custom models."),
+        click.option("--weights", default=None, help="Weights of the run's model (default: the registry default)."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return f
+
+
 def device_option(f):
     return click.option("--device", default=None,
                         help="cpu or cuda (default: cuda when available, else cpu).")(f)
