@@ -335,6 +335,8 @@ def side_by_side(args, peak: float) -> None:
                   f"of peak), engine {t_eng:6.1f} s (+{m_eng:.0f} MiB)  SPEED-UP {t_base / t_eng:5.1f}x  core-set "
                   f"overlap {ov:.3f} ({same}/{n_par} identical), max |weight diff| {dw:.2e} over {n_edges} edges "
                   f"({len(eng.edges)} engine / {len(base.edges)} baseline); load {load()}", flush=True)
+            print("      engine phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in eng.timing.items()
+                                                      if isinstance(v, float) and not k.startswith("peak")), flush=True)
         model.spec.layers = full
 
 
