@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -96,7 +97,7 @@ class Neo4jStore(GraphStore):
         self._database = database or DEFAULT_DATABASE
         self._username = username or DEFAULT_USERNAME
         self._secret = password  # used only to scrub messages; never shown
-        self._prefix = ""  # see plan_once
+        self._plan_once = threading.local()  # per thread: one store may serve several threads
         self._driver = None
         auth = (self._username, password) if password is not None else None
         try:
@@ -185,17 +186,19 @@ class Neo4jStore(GraphStore):
     def plan_once(self) -> Iterator[None]:
         """In the block, reads and writes keep their first plan (``BULK_PREFIX``): for ingest, whose
         queries plan to uid and run index seeks even on an empty store (checked with EXPLAIN)."""
-        prev, self._prefix = self._prefix, BULK_PREFIX
+        local = self._plan_once
+        prev, local.prefix = getattr(local, "prefix", ""), BULK_PREFIX
         try:
             yield
         finally:
-            self._prefix = prev
+            local.prefix = prev
 
     def _run(self, query: str, params: Mapping[str, Any] | None, *, write: bool) -> list[dict[str, Any]]:
         import neo4j
 
-        if self._prefix and _PLANNABLE.match(query):
-            query = self._prefix + query
+        prefix = getattr(self._plan_once, "prefix", "")
+        if prefix and _PLANNABLE.match(query):
+            query = prefix + query
         with self._errors(), self._session(neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS) as session:
             run = session.execute_write if write else session.execute_read
             return run(_rows, query, params or {})
