@@ -256,3 +256,37 @@ def test_nested_lists_decode_exactly(store):
     assert rows[0]["pairs"] == pairs
     assert rows[0]["mixed"] == mixed and type(rows[0]["mixed"][2][0]) is int and rows[0]["mixed"][2][4] is True
     assert rows[0]["built"] == [[0, 0], [1, -1], [2, -2]]
+
+
+def test_concurrent_reads_leave_the_garbage_collector_on():
+    """Reads overlapping in several threads (the web server's) never leave the collector off: the last
+    one out restores it. Thread switches forced every microsecond to make interleavings likely."""
+    import gc
+    import sys
+    import threading
+
+    from neurflow_graph.queries.library import run_read
+
+    class Store:
+        backend = "falkordb"
+
+        def read(self, query, params=None):
+            return [{"x": 1}]
+
+    def work():
+        for _ in range(300):
+            run_read(store=Store(), text="ok", params={})
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(40):
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert gc.isenabled()
+    finally:
+        sys.setswitchinterval(old)
+        gc.enable()

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -341,20 +342,33 @@ def execute(*, store: GraphStore, query: LibraryQuery, params: Mapping[str, Any]
     return rows
 
 
+_GC_LOCK = threading.Lock()
+_gc_pauses = 0           # reads in progress, all threads together
+_gc_restore = False      # whether the first of them found the collector enabled
+
+
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off inside the block (restored after, also on error).
+    """Python's cyclic garbage collector off while any thread is inside the block; the state the first
+    entrant found is restored when the last one leaves (also on error).
 
     A ResNet50-sized answer (class_circuit: ~19k ``[i, j]`` member pairs) is ~100k new lists and
     ints; allocating them triggered several full collections per call, about half of the call's
-    time. Decoded rows hold no reference cycles, so nothing waits for the collector meanwhile."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    time. Decoded rows hold no reference cycles, so nothing waits for the collector meanwhile. The
+    count under a lock keeps concurrent reads (the web server's threads) from leaving it off."""
+    global _gc_pauses, _gc_restore
+    with _GC_LOCK:
+        if _gc_pauses == 0:
+            _gc_restore = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _GC_LOCK:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_restore:
+                gc.enable()
 
 
 def run_read(*, store: GraphStore, text: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
