@@ -2,7 +2,7 @@
 
 Modules, one algorithm each: ``patches`` (the patch set D), ``activations`` (the one hook scan),
 ``slicing`` (sub-networks via torch.fx), ``ig_graph`` + ``integrated_gradients`` (batched IG),
-``importance`` (concepts, core neurons, eq. 4), ``semantic_groups`` / ``neuron_groups``
+``importance`` (concepts, core neurons, eq. 4), ``budget`` and ``heap`` (memory), ``semantic_groups`` / ``neuron_groups``
 (clustering), ``circuit_builder`` (Alg. 3 and assembly), ``rundir`` (checkpoints, resume).
 See docs/extraction.md and docs/circuit-format.md.
 """
