@@ -108,3 +108,29 @@ def test_extraction_ig_engine_equals_plain_autograd_ig(planted_run):
     plain = attributions(fn=data.slice("low_act", "mid_act", [1]), maps=maps, method=data.params.ig_method,
                          steps=data.params.ig_steps).numpy()
     assert np.allclose(fast, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_by_concept_sentences_name_the_true_class_change_or_say_why_there_is_none():
+    """debug_sentences on hand-made by_concept findings: the figures appear as given; when no false
+    positive's folder is one of the model's classes (delta_true_logit NaN) the sentence says so
+    instead of printing 'nan'."""
+    from types import SimpleNamespace
+
+    from neurflow_graph.debugging.debug import ConceptMasking, RandomStats
+
+    def masking(concept, d_true):
+        return ConceptMasking(concept=concept, groups=[1, 2], size=13, returned_rate=1.0, delta_logit=-2.62,
+                              delta_true_logit=d_true, random_returned_rate=RandomStats(0.03, 0.0, 0.077),
+                              random_delta_logit=RandomStats(-0.6, -1.0, -0.2),
+                              random_delta_true_logit=RandomStats(-0.15, -0.3, 0.0))
+
+    result = SimpleNamespace(groups=[], combined=None, top_group_spurious_share=None, class_name="bee", n_images=96,
+                             false_positives=["x"] * 13, false_positive_labels=["lemon"] * 13, n_random=100,
+                             layer="conv4", by_concept=[masking("object:flower", 0.57), masking("color:yellow", math.nan)])
+    from neurflow_graph.debugging.report import debug_sentences
+
+    lines = [ln for ln in debug_sentences(result) if "masking all" in ln]
+    assert len(lines) == 2
+    assert "returns 100% of the false positives (random sets: 3%)" in lines[0]
+    assert "bee logit by -2.62, their true class's by +0.57 (random: -0.60, -0.15)" in lines[0]
+    assert "nan" not in lines[1].lower() and "no true-class logit" in lines[1] and "by -2.62 (random: -0.60)" in lines[1]
