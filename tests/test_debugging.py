@@ -134,3 +134,4 @@ def test_by_concept_sentences_name_the_true_class_change_or_say_why_there_is_non
     assert "returns 100% of the false positives (random sets: 3%)" in lines[0]
     assert "bee logit by -2.62, their true class's by +0.57 (random: -0.60, -0.15)" in lines[0]
     assert "nan" not in lines[1].lower() and "no true-class logit" in lines[1] and "by -2.62 (random: -0.60)" in lines[1]
+    assert "returns" not in lines[1]  # a share 'returned to the true class' means nothing without one

@@ -52,15 +52,16 @@ def debug_sentences(result: Any) -> list[str]:
                    f"return {c.random_returned_rate.mean:.0%} (99% [{c.random_returned_rate.low:.0%}, "
                    f"{c.random_returned_rate.high:.0%}])")
     for m in getattr(result, "by_concept", []):
-        line = (f"masking all {_c(m.concept)} groups ({m.size} neurons) returns {m.returned_rate:.0%} of the false "
-                f"positives (random sets: {m.random_returned_rate.mean:.0%}) and changes the {result.class_name} logit "
-                f"by {m.delta_logit:+.2f}")
+        line = f"masking all {_c(m.concept)} groups ({m.size} neurons) "
         if m.delta_true_logit == m.delta_true_logit:
-            line += (f", their true class's by {m.delta_true_logit:+.2f} (random: {m.random_delta_logit.mean:+.2f}, "
-                     f"{m.random_delta_true_logit.mean:+.2f})")
+            line += (f"returns {m.returned_rate:.0%} of the false positives (random sets: "
+                     f"{m.random_returned_rate.mean:.0%}) and changes the {result.class_name} logit by "
+                     f"{m.delta_logit:+.2f}, their true class's by {m.delta_true_logit:+.2f} (random: "
+                     f"{m.random_delta_logit.mean:+.2f}, {m.random_delta_true_logit.mean:+.2f})")
         else:  # NaN: no false positive's folder is a class of the model
-            line += (f" (random: {m.random_delta_logit.mean:+.2f}); no false positive's folder names a class of the "
-                     "model, so there is no true-class logit to follow")
+            line += (f"changes the {result.class_name} logit by {m.delta_logit:+.2f} (random: "
+                     f"{m.random_delta_logit.mean:+.2f}); no false positive's folder names a class of the model, "
+                     "so there is no true class to return to and no true-class logit to follow")
         out.append(line)
     if result.top_group_spurious_share is not None:
         out.append(f"the group with the highest M is a spurious-context group on {result.top_group_spurious_share:.0%} "
