@@ -176,6 +176,52 @@ def test_real_nodes_relationships_paths_and_temporals_become_plain_python(n4j):
     assert type(row["a"]["index"]) is int
 
 
+# ---- bulk writes (ingest's shared transactions) -------------------------------------------------------
+
+def _probes(store) -> list[int]:
+    return [r["i"] for r in store.read("MATCH (p:Probe) RETURN p.i AS i ORDER BY i")]
+
+
+def test_bulk_commits_every_max_rows_and_rolls_back_only_the_open_transaction(n4j):
+    q = "UNWIND $rows AS row CREATE (:Probe {i: row.i})"
+    with n4j.bulk(max_rows=5) as w:
+        w.write(q, {"rows": [{"i": i} for i in range(3)]})
+        assert _probes(n4j) == []  # not committed yet: other sessions see nothing
+        assert [r["n"] for r in w.read("MATCH (p:Probe) RETURN count(p) AS n")] == [3]  # the writer sees its own
+        w.write(q, {"rows": [{"i": i} for i in range(3, 6)]})  # 6 rows >= 5: committed here
+        assert _probes(n4j) == list(range(6))
+    assert _probes(n4j) == list(range(6))
+    # list items count as rows: one row carrying 9 items fills a transaction of 5
+    with pytest.raises(RuntimeError, match="crash"):
+        with n4j.bulk(max_rows=5) as w:
+            w.write("UNWIND $rows AS row UNWIND row.js AS j CREATE (:Probe {i: j})", {"rows": [{"js": list(range(10, 19))}]})
+            w.write(q, {"rows": [{"i": 99}]})  # open transaction
+            raise RuntimeError("crash")
+    assert _probes(n4j) == [*range(6), *range(10, 19)]  # the committed part stays, 99 is rolled back
+
+
+def test_bulk_maps_server_errors_and_marks_transient_ones_retryable(n4j):
+    with pytest.raises(QueryError, match="Neo4j rejected the query") as info:
+        with n4j.bulk() as w:
+            w.write("UNWIND $rows AS row CREATE (:Probe {i: row.i})", {"rows": [{"i": 1}]})
+            w.write("RETURN 1/0 AS x")
+    assert info.value.retryable is False  # a client error: retrying would fail the same way
+    assert _probes(n4j) == []  # the open transaction was rolled back
+
+
+def test_plan_once_prefixes_ingest_reads_and_writes_only_inside_the_block(n4j, monkeypatch):
+    seen = []
+    orig = neo4j_store._rows
+    monkeypatch.setattr(neo4j_store, "_rows", lambda tx, q, p: seen.append(q) or orig(tx, q, p))
+    with n4j.plan_once():
+        n4j.write("UNWIND $rows AS row CREATE (:Probe {i: row.i})", {"rows": [{"i": 1}]})
+        n4j.read("MATCH (p:Probe) RETURN p.i AS i")
+        n4j.write("CALL db.awaitIndexes(10)")  # not a plannable query: left as it is
+    n4j.read("MATCH (p:Probe) RETURN p.i AS i")
+    assert [q.startswith("CYPHER replan=skip ") for q in seen] == [True, True, False, False]
+    assert _probes(n4j) == [1]
+
+
 # ---- the server killed mid-ingest, restarted on the same data directory ----------------------------------
 
 def _kills_server_at(local, n):
