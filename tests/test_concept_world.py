@@ -368,7 +368,8 @@ def test_cli_world_exports_and_summarises(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--per-class", "0"], ["--size", "4"], ["--spurious-rate", "2"], "FILE",
-                                  ["--split", "bias", "--bias-flowers", "9"], ["--bias-flowers", "3"]])
+                                  ["--split", "bias", "--bias-flowers", "9"], ["--bias-flowers", "3"],
+                                  ["--split", "bias", "--bias-flowers", "3", "--spurious-rate", "0.5"]])
 def test_cli_world_bad_input_is_one_line_exit_2(tmp_path, args):
     target = tmp_path / "w"
     if args == "FILE":

@@ -423,6 +423,9 @@ def _check_params(*, seed: int, n_per_class: int, size: int, split: str,
     if bias_flowers != BIAS_SPLIT_FLOWERS and split != "bias":
         raise InputError(f"bias_flowers applies to the bias split only (split is {split!r}); leave it at "
                          f"{BIAS_SPLIT_FLOWERS} or use split='bias'")
+    if bias_flowers != BIAS_SPLIT_FLOWERS and spurious_rate is not None:
+        raise InputError("bias_flowers and spurious_rate exclude each other (a spurious rate replaces the bias "
+                         "split's flowers and grass); give one of them")
 
 
 class ConceptWorld:
