@@ -77,3 +77,41 @@ def test_extraction_result_does_not_depend_on_the_heap_setting():
         kept = scan()
     for layer in plain:
         assert (plain[layer] == kept[layer]).all()
+
+
+def _faults_of_medium_cycles(cycles: int = 200, mib: int = 4) -> int:
+    """Minor page faults of ``cycles`` allocate-touch-free cycles of ``mib`` MiB tensors (below
+    glibc's adaptive mmap ceiling of 32 MiB: an untouched process reuses them from the heap)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(cycles):
+        x = torch.ones(mib * MIB // 4)
+        del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_after_the_context_medium_blocks_are_reused_as_in_an_untouched_process():
+    """mallopt ends glibc's adaptive mmap threshold for good; with the threshold left at its
+    128 KiB start every 4 MiB block was mmapped and re-faulted afterwards (~1,000 faults a cycle)."""
+    with heap.retained_heap():
+        pass
+    faults = _faults_of_medium_cycles()
+    assert faults < 200 * (4 * MIB // 4096) / 10, f"{faults} faults for 200 cycles of 4 MiB after the context"
+
+
+def test_an_error_inside_hands_the_settings_back():
+    with pytest.raises(KeyboardInterrupt):
+        with heap.retained_heap():
+            raise KeyboardInterrupt
+    assert heap._depth == 0
+    assert _faults_of_forward_like_cycles(4) > 4 * PAGES, "big blocks are unmapped again after an error"
+    assert _faults_of_medium_cycles() < 200 * (4 * MIB // 4096) / 10
+
+
+@pytest.mark.parametrize("env", [{"NEURFLOW_RETAIN_HEAP": "0"}, {"MALLOC_ARENA_MAX": "2"}])
+def test_an_opt_out_or_the_users_own_malloc_tuning_leaves_malloc_alone(monkeypatch, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with heap.retained_heap() as active:
+        assert active is False
+        inside = _faults_of_forward_like_cycles(4)
+    assert inside > 4 * PAGES, "with the setting off, big blocks are still unmapped and re-faulted"
