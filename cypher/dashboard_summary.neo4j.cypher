@@ -8,7 +8,9 @@
 // once, in a CALL subquery, their FEEDS edges counted by Neo4j's degree lookup (COUNT { (g)-[:FEEDS]->() }:
 // FEEDS always ends at a NeuronGroup, store/ingest.py), and each layer row picks its groups from that
 // list: 14k db hits, p50 65.5 -> 52.6 ms (40 alternating runs, load 5.5). Same rows as
-// dashboard_summary.cypher (tests/test_store_parity.py, tests/test_queries_conformance.py).
+// dashboard_summary.cypher (tests/test_store_parity.py, tests/test_queries_conformance.py). The degree count
+// sits in its own WITH, not inside the collected map: Neo4j's JavaScript semantic analysis
+// (tests/test_cypher_neo4j_grammar.py) crashes on COUNT {} nested in a map in collect(); the server takes both.
 MATCH (m:Model) WHERE $model IS NULL OR m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true
@@ -16,10 +18,10 @@ WITH m, r, r.layers AS layers, coalesce(r.neuron_layer, []) AS at, r.neuron_sgs 
 UNWIND range(0, size(at) - 1) AS k
 WITH m, r, layers[at[k]] AS layer_name, toInteger(sum(sgs[k])) AS semantic_groups, count(*) AS neurons
 WITH m, r, collect({layer: layer_name, semantic_groups: semantic_groups, neurons: neurons}) AS per_layer
-CALL {
-  WITH r
+CALL (r) {
   MATCH (r)-[:HAS_GROUP]->(g:NeuronGroup)
-  RETURN collect({layer: g.layer, edges: COUNT { (g)-[:FEEDS]->() }}) AS groups
+  WITH g, COUNT { (g)-[:FEEDS]->() } AS edges
+  RETURN collect({layer: g.layer, edges: edges}) AS groups
 }
 UNWIND per_layer AS pl
 MATCH (m)-[:HAS_LAYER]->(l:Layer {name: pl.layer})
