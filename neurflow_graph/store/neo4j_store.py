@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from neurflow_graph.errors import QueryError, StoreConnectionError, StoreError
-from neurflow_graph.store.base import DEFAULT_BATCH_SIZE, GraphStore, plain_node, plain_path, plain_relationship
-from neurflow_graph.store.batching import batched
+from neurflow_graph.store.base import GraphStore, plain_node, plain_path, plain_relationship
 from neurflow_graph.store.schema import INDEXED, LABELS, identifier
 from neurflow_graph.store.text_index import INDEX_NAME as TEXT_INDEX_NAME, NEO4J_DDL as TEXT_INDEX_DDL
 
@@ -290,13 +289,7 @@ class BulkWriter:
 
     read = write
 
-    def write_rows(self, query: str, rows: Iterable[Mapping[str, Any]], *,
-                   batch_size: int = DEFAULT_BATCH_SIZE, **params: Any) -> int:
-        n = 0
-        for chunk in batched(rows, batch_size):
-            self.write(query, {"rows": chunk, **params})
-            n += len(chunk)
-        return n
+    write_rows = GraphStore.write_rows  # the same UNWIND batching, through this writer's write()
 
     def commit(self) -> None:
         if self._tx is not None:
