@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -46,7 +45,7 @@ def command(run: str, images_dir: str, layer: str | None, n_random: int, seed: i
         out = Path(out_dir) if out_dir else located.run_dir / "debug" / result.layer
         out.mkdir(parents=True, exist_ok=True)
         pictures = plot_debug(result, out)
-        atomic_write(out / "debug.json", lambda f: f.write(json.dumps(result.to_json(), indent=1)), mode="w")
+        atomic_write(out / "debug.json", lambda f: f.write(result.json_text()), mode="w")
         path, written = record_annotations(located=located, store=store, annotations=debug_annotations(result))
     finally:
         if store is not None:

@@ -32,6 +32,8 @@ each masked set costs one pass of that slice. No I/O here besides reading the im
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,9 +146,25 @@ class DebugResult:
     version: int = VERSION
 
     def to_json(self) -> dict[str, Any]:
+        """Plain data for debug.json: every NaN or infinite number (a figure with nothing to average,
+        e.g. ``delta_true_logit`` when no false positive has a true class) becomes None (JSON null)."""
         d = asdict(self)
         d.pop("heatmaps")
-        return d
+        return _finite_or_none(d)
+
+    def json_text(self) -> str:
+        """debug.json's text: strict JSON (no bare NaN/Infinity), one level indented."""
+        return json.dumps(self.to_json(), indent=1, allow_nan=False)
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_none(x) for x in v]
+    return v
 
 
 # ---------------------------------------------------------------------------- helpers

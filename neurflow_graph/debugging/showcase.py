@@ -58,7 +58,7 @@ def debug_biased_classes(*, data_dir: Path, seed: int, per_class: int, model: An
                              n_random=n_random, truth=truth, concepts=group_concepts(located=located))
         folder = located.run_dir / "debug" / result.layer
         pictures = plot_debug(result, folder)
-        atomic_write(folder / "debug.json", lambda f, r=result: f.write(json.dumps(r.to_json(), indent=1)), mode="w")
+        atomic_write(folder / "debug.json", lambda f, r=result: f.write(r.json_text()), mode="w")
         notes = debug_annotations(result)
         append_run_annotations(located.run_dir, notes)
         if store is not None:
