@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import json
 import random
-from contextlib import nullcontext
 import time
-from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -522,6 +522,12 @@ def _create_run(store: Any, rows: CircuitRows, batch_size: int, *, partial: bool
         _relink_annotations(store, rows.uid, ids, ID_FUNCTION[store.backend])
 
 
+def _capable(store: Any, name: str) -> bool:
+    """Whether the store's class defines method ``name`` (``bulk``, ``plan_once``): a capability of the
+    class, so test wrappers that delegate through ``__getattr__`` get plain, one-query-at-a-time writes."""
+    return callable(getattr(type(store), name, None))
+
+
 RETRY_SECONDS = 30.0  # how long a bulk write is retried after transient failures (deadlocks)
 
 
@@ -529,7 +535,7 @@ def _in_bulk(store: Any, work: Callable[[Any], T], *, before_retry: Callable[[],
     """``work(writer)`` in the store's bulk writer (Neo4j: a few large explicit transactions, see
     Neo4jStore.bulk; FalkorDB: the store itself, every query atomic), retried as a whole, after
     ``before_retry``, while the store reports a transient failure (a deadlock with a concurrent ingest)."""
-    has_bulk = callable(getattr(type(store), "bulk", None))  # a capability of the store class (wrappers: plain writes)
+    has_bulk = _capable(store, "bulk")
     deadline = time.monotonic() + RETRY_SECONDS
     while True:
         try:
@@ -580,7 +586,7 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
         circuit.validate()
     # Neo4j: every ingest query keeps its first plan (uid/run index seeks at any size) instead of
     # being planned again each time the growing store's statistics move (Neo4jStore.plan_once)
-    plan_once = store.plan_once() if callable(getattr(type(store), "plan_once", None)) else nullcontext()
+    plan_once = store.plan_once() if _capable(store, "plan_once") else nullcontext()
     with plan_once:
         return _ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=checkpoint,
                        annotations=annotations, run_dir=run_dir, t0=t0)

@@ -73,6 +73,11 @@ BULK_PREFIX = "CYPHER replan=skip "
 _PLANNABLE = re.compile(r"\s*(UNWIND|MATCH|MERGE|OPTIONAL|WITH)\b", re.IGNORECASE)  # not DDL, SHOW, CALL
 
 
+def plan_fixed(query: str) -> str:
+    """``query`` with ``BULK_PREFIX`` when it is plannable (not DDL, SHOW or CALL), else unchanged."""
+    return BULK_PREFIX + query if _PLANNABLE.match(query) else query
+
+
 def _rows(tx: Any, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
     result = tx.run(query, dict(params))
     keys = list(result.keys())
@@ -186,18 +191,17 @@ class Neo4jStore(GraphStore):
         """In the block, reads and writes keep their first plan (``BULK_PREFIX``): for ingest, whose
         queries plan to uid and run index seeks even on an empty store (checked with EXPLAIN)."""
         local = self._plan_once
-        prev, local.prefix = getattr(local, "prefix", ""), BULK_PREFIX
+        prev, local.on = getattr(local, "on", False), True
         try:
             yield
         finally:
-            local.prefix = prev
+            local.on = prev
 
     def _run(self, query: str, params: Mapping[str, Any] | None, *, write: bool) -> list[dict[str, Any]]:
         import neo4j
 
-        prefix = getattr(self._plan_once, "prefix", "")
-        if prefix and _PLANNABLE.match(query):
-            query = prefix + query
+        if getattr(self._plan_once, "on", False):
+            query = plan_fixed(query)
         with self._errors(), self._session(neo4j.WRITE_ACCESS if write else neo4j.READ_ACCESS) as session:
             run = session.execute_write if write else session.execute_read
             return run(_rows, query, params or {})
@@ -281,7 +285,7 @@ class BulkWriter:
         params = params or {}
         if self._tx is None:
             self._tx = self._session.begin_transaction()
-        out = _rows(self._tx, BULK_PREFIX + query if _PLANNABLE.match(query) else query, params)
+        out = _rows(self._tx, plan_fixed(query), params)
         self._n += _weight(params)
         if self._n >= self._max:
             self.commit()
