@@ -330,11 +330,12 @@ def run_query(*, store: GraphStore, name: str, params: Mapping[str, Any] | None 
 def execute(*, store: GraphStore, query: LibraryQuery, params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Run an already bound ``query`` read-only after checking its names (:mod:`~neurflow_graph.queries.names`);
     QueryError when its rows do not match its header's columns."""
-    from neurflow_graph.queries.names import check_params, check_paths_limit
+    from neurflow_graph.queries.names import check_aggregates, check_params, check_paths_limit
 
     params = check_params(store, params)
     if query.name == "concept_paths_to_logit":
         check_paths_limit(store, params)
+    check_aggregates(store, query.name, params)
     rows = run_read(store=store, text=query.text_for(store.backend), params=params)
     if rows and list(rows[0]) != list(query.columns):
         raise QueryError(f"query {query.name} returned columns {', '.join(rows[0])} but its header declares "

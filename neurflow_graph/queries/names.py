@@ -23,7 +23,7 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from neurflow_graph.errors import InputError
+from neurflow_graph.errors import InputError, StoreError
 
 if TYPE_CHECKING:
     from neurflow_graph.store.base import GraphStore
@@ -33,6 +33,11 @@ _SHOWN = 12  # valid values listed at most
 
 class UnknownNameError(InputError):
     """A model, class, layer, run, group or source that the store does not hold (or holds ambiguously)."""
+
+
+class OutdatedRunError(StoreError):
+    """A query would read runs ingested before the derived aggregates it reads existed (exit 2):
+    its answer would be silently incomplete until they are ingested again with ``--force``."""
 
 
 def _read(store: GraphStore, text: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -241,3 +246,51 @@ def latest_run(store: GraphStore, model: str, class_name: str) -> str:
     runs = _runs_of(store, muid)
     name = resolve_class(store, muid, class_name, runs=runs)
     return next(r["uid"] for r in runs if r["class_name"] == name and r["latest"])
+
+
+# Library queries that read the derived aggregates written at ingest (docs/graph-model.md "Derived
+# aggregates"), by the runs they read: every latest run of the model (of every model when it is null)
+# and the named run, or only the runs their (model, class, run) parameters select.
+AGGREGATES_MODEL_WIDE = frozenset({"hub_neurons", "polysemantic_neurons", "dashboard_summary", "classes_sharing_group"})
+AGGREGATES_SELECTED = frozenset({"class_circuit", "shared_groups", "shared_neurons_by_layer", "compare_models"})
+_OUTDATED = ("MATCH (r:Run) WHERE r.status = 'complete' AND (r.aggregates IS NULL OR r.aggregates < $version) "
+             "RETURN r.uid AS uid, r.model AS model, r.class_name AS class_name, r.latest AS latest, "
+             "r.run_dir AS run_dir ORDER BY uid")
+
+
+def check_aggregates(store: GraphStore, name: str, params: Mapping[str, Any]) -> None:
+    """OutdatedRunError when library query ``name`` (``params`` checked by :func:`check_params`) would
+    read a complete run without this version's derived aggregates (``Run.aggregates``, written at
+    ingest). One read of the Run nodes lacking it: none in a store written by this version."""
+    from neurflow_graph.store.ingest import AGGREGATES_VERSION
+
+    if name not in AGGREGATES_MODEL_WIDE and name not in AGGREGATES_SELECTED:
+        return
+    old = _read(store, _OUTDATED, {"version": AGGREGATES_VERSION})
+    if not old:
+        return
+    named = {params[k] for k in ("run", "run_a", "run_b") if params.get(k) is not None}
+    read = []
+    for r in old:
+        if r["uid"] in named:
+            read.append(r)
+        elif not r["latest"]:
+            continue
+        elif name in AGGREGATES_MODEL_WIDE:
+            if params.get("model") is None or r["model"] == params["model"]:
+                read.append(r)
+        elif any(r["model"] == params.get(m) and r["class_name"] == params.get(c) and params.get(k) is None
+                 for m, c, k in _triples(params) if c is not None):
+            read.append(r)
+    if not read:
+        return
+    one = len(read) == 1
+    shown = ", ".join(f"{r['uid']} ({r['model']}, {r['class_name']!r})" for r in read[:3])
+    shown += f" and {len(read) - 3} more" if len(read) > 3 else ""
+    dirs = [str(r["run_dir"]) for r in read if r["run_dir"]]
+    where = " ".join(dirs[:3]) + (" ..." if len(dirs) > 3 else "") if len(dirs) == len(read) else "RUN_DIR..."
+    raise OutdatedRunError(
+        f"{'run' if one else 'runs'} {shown} in {store.display_url} {'was' if one else 'were'} ingested by an "
+        f"older neurflow-graph, without the derived aggregates that {name} reads (its answer would be "
+        f"incomplete): ingest {'it' if one else 'them'} again into that store with "
+        f"`neurflow-graph ingest --force {where}`")

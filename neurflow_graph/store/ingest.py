@@ -91,6 +91,11 @@ RUN_PROPS = ("model", "class_name", "class_index", "params", "software_version",
 # parallel lists: neuron_layer = position of its layer in ``layers``, neuron_index, neuron_sgs = its
 # number of semantic groups. Model-wide queries (hub_neurons, polysemantic_neurons) read these
 # instead of every SemanticGroup node of every latest run.
+# Run.aggregates: the version of the derived aggregates (docs/graph-model.md "Derived aggregates") the
+# run was completed with, written with ``status = 'complete'``; runs ingested before it existed have none,
+# and the library queries that read aggregates refuse them (queries/names.py check_aggregates).
+# Bump it when an aggregate is added or changes meaning: older runs then need `ingest --force`.
+AGGREGATES_VERSION = 1
 COUNT_KEYS = ("n_neurons", "n_semantic_groups", "n_edges", "n_neuron_groups", "n_group_edges",
               "n_patches", "n_images", "n_nodes", "n_relationships")
 
@@ -116,7 +121,7 @@ RUN_QUERY = ("UNWIND $rows AS row MERGE (r:Run {uid: row.uid}) "
              "SET " + ", ".join(f"r.{p} = row.{p}" for p in RUN_PROPS))
 RUN_DIR_QUERY = "UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.run_dir = row.run_dir"
 COMPLETE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.status = 'complete', "
-                  + ", ".join(f"r.{k} = row.{k}" for k in COUNT_KEYS))
+                  "r.aggregates = row.aggregates, " + ", ".join(f"r.{k} = row.{k}" for k in COUNT_KEYS))
 
 # What the store holds for one run, one (kind, count) row per run-scoped node label / relationship type.
 VERIFY_QUERY = " UNION ALL ".join([
@@ -634,7 +639,8 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
             return write_patch_overlaps(store=w, run_uid=uid, class_name=class_name, group_patches=rows.group_patches)
 
         pairs = _in_bulk(store, derived)
-        store.write_rows(COMPLETE_QUERY, [{"uid": uid, **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
+        store.write_rows(COMPLETE_QUERY, [{"uid": uid, "aggregates": AGGREGATES_VERSION,
+                                           **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
         nodes, rels = rows.n_nodes, rows.n_relationships + pairs
         del rows
     # after "complete": a client killed here leaves latest stale; the next ingest (even a skip) repairs it
