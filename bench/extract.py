@@ -6,7 +6,9 @@ time on the layer-(l-1) maps of its top-k patches (recomputed per target). Every
 engine's own code, called through ``circuit_builder``'s public steps: ``patch_source`` (patches),
 ``concepts`` (top-k, semantic groups), ``layer_entry`` (ranking, core neurons) and
 ``assemble_circuit`` (edge weights of eq. 4, neuron groups), so any difference in the circuits comes
-from the scan and IG alone.
+from the scan and IG alone. Given a :class:`PhaseClock`, the baseline records the time, CPU and
+FLOPs of each of its phases (``bench/paper_scale.py --side-by-side`` prints them); it computes the
+same with or without one.
 
 Engine: ``neurflow_graph.extraction.extract_circuit``.
 
@@ -27,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -111,68 +113,120 @@ def matmul_peak_gflops(device: torch.device, n: int = 1024, reps: int = 20) -> f
     return 2 * n**3 * reps / best / 1e9
 
 
+class PhaseClock:
+    """Wall and process-CPU seconds, conv/matmul FLOPs and a count per named phase, accumulated over
+    the blocks run under ``clock(name)`` (bench instrumentation: it times, it changes nothing)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.flops: dict[str, float] = {}
+        self.count: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, name: str, n: int = 0):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - t
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c
+            self.count[name] = self.count.get(name, 0) + n
+
+    def add_flops(self, name: str, flops: float) -> None:
+        self.flops[name] = self.flops.get(name, 0.0) + flops
+
+
+# The baseline's phases, in the order printed: the reference-style work (scan: the prefix to layer l
+# over all of D, once per layer; topk_prefix: the prefix to l-1 on each target's top-k patches; ig:
+# captum per target and the reduction of its attributions) and the engine's own steps it shares
+# (concepts: top-k + semantic groups; layer_entry: ranking, core neurons; assemble: edges, neuron groups).
+BASELINE_PHASES = ("patches", "trace", "scan", "topk_prefix", "ig", "concepts", "layer_entry", "assemble")
+
+
 # ---------------------------------------------------------------------------- baseline
 
 
-def baseline_circuit(model, images, class_index: int, params: ExtractParams) -> tuple[Circuit, float]:
+def baseline_circuit(model, images, class_index: int, params: ExtractParams,
+                     clock: PhaseClock | None = None) -> tuple[Circuit, float]:
     """The reference's way: per-layer prefix scans of D, captum IG one target at a time.
 
     Returns the circuit and its conv/matmul FLOPs: the first scan batch of each layer and the first
     target of each layer are counted (cheaply, in place) and scaled, as every other batch/target of
-    that layer has the same shapes."""
+    that layer has the same shapes. ``clock`` (optional) gets the time, CPU and FLOPs of each of
+    :data:`BASELINE_PHASES` (counts: patches scanned, (target, patch) pairs, targets); the
+    computation is the same with or without it. ``clock.flops["scan_full"]``: the scan of the top
+    layer alone (a forward of D through the whole network, what the engine's one scan needs)."""
+    clock = clock if clock is not None else PhaseClock()
     layers = list(model.spec.layers)
     device = model.device
-    source = cb.patch_source(model=model, images=images, params=params)
+    with clock("patches"):
+        source = cb.patch_source(model=model, images=images, params=params)
     n_patches = len(source.plan)
     flops = 0.0
     with cb.frozen(model.module):
-        traced = trace_layers(module=model.module, layers=layers)
+        with clock("trace"):
+            traced = trace_layers(module=model.module, layers=layers)
         phi = {}
         for layer in layers:  # the prefix network is re-run over all of D for every layer
-            pre = prefix(traced=traced, layer=layer)
-            parts = []
-            with torch.no_grad():
-                for s in range(0, n_patches, params.max_batch):
-                    ids = np.arange(s, min(s + params.max_batch, n_patches))
-                    with FlopCount() if s == 0 else nullcontext() as fc:
-                        parts.append(channel_means(pre(source.batch(ids).to(device))).cpu().numpy())
-                    if s == 0:
-                        flops += fc.total * n_patches / len(ids)
-            phi[layer] = np.concatenate(parts)
+            with clock("scan", n_patches):
+                pre = prefix(traced=traced, layer=layer)
+                parts = []
+                with torch.no_grad():
+                    for s in range(0, n_patches, params.max_batch):
+                        ids = np.arange(s, min(s + params.max_batch, n_patches))
+                        with FlopCount() if s == 0 else nullcontext() as fc:
+                            parts.append(channel_means(pre(source.batch(ids).to(device))).cpu().numpy())
+                        if s == 0:
+                            flops += fc.total * n_patches / len(ids)
+                            clock.add_flops("scan", fc.total * n_patches / len(ids))
+                            if layer == layers[0]:
+                                clock.add_flops("scan_full", fc.total * n_patches / len(ids))
+                phi[layer] = np.concatenate(parts)
         results, targets = [], [class_index]
         for i, layer in enumerate(layers):
             if not targets:
                 break
             lower = layers[i + 1] if i + 1 < len(layers) else None
-            concepts = cb.concepts(phi_layer=phi[layer], r=phi[lower if lower else layer], targets=targets,
-                                   params=params)
+            with clock("concepts", len(targets)):
+                concepts = cb.concepts(phi_layer=phi[layer], r=phi[lower if lower else layer], targets=targets,
+                                       params=params)
             neurons = []
             if lower is not None:
-                slice_gm = layer_slice(traced=traced, lower=lower, upper=layer)
-                pre_lower = prefix(traced=traced, layer=lower)
-                ig = IntegratedGradients(lambda x, g=slice_gm: spatial_means(g(x)))
+                with clock("topk_prefix"):
+                    slice_gm = layer_slice(traced=traced, lower=lower, upper=layer)
+                    pre_lower = prefix(traced=traced, layer=lower)
+                with clock("ig"):
+                    ig = IntegratedGradients(lambda x, g=slice_gm: spatial_means(g(x)))
             for a in targets:
                 c = concepts[a]
                 sums = None
                 if lower is not None:
                     first = a == targets[0]
                     with FlopCount() if first else nullcontext() as fc:
-                        with torch.no_grad():
+                        with clock("topk_prefix", len(c["topk"])), torch.no_grad():
                             maps = pre_lower(source.batch(c["topk"]).to(device))
-                        attr = ig.attribute(maps, target=int(a), n_steps=params.ig_steps, method=params.ig_method,
-                                            internal_batch_size=params.max_batch)
+                        f_prefix = fc.total if first else 0.0
+                        with clock("ig", len(c["topk"])):
+                            attr = ig.attribute(maps, target=int(a), n_steps=params.ig_steps, method=params.ig_method,
+                                                internal_batch_size=params.max_batch)
                     if first:
                         flops += fc.total * len(targets)
-                    attr = attr.flatten(2).sum(2) if attr.dim() > 2 else attr
-                    values = attr.detach().cpu().double().numpy()  # (k, C): per patch of the concept
-                    groups = np.zeros((int(c["labels"].max()) + 1, values.shape[1]))
-                    np.add.at(groups, c["labels"], values)
-                    sums = {"abs_sum": np.abs(values).sum(0), "signed_sum": values.sum(0), "groups": groups}
-                neurons.append(cb.layer_entry(neuron=a, concept=c, sums=sums, lower=lower, params=params))
+                        clock.add_flops("topk_prefix", f_prefix * len(targets))
+                        clock.add_flops("ig", (fc.total - f_prefix) * len(targets))
+                    with clock("ig"):
+                        attr = attr.flatten(2).sum(2) if attr.dim() > 2 else attr
+                        values = attr.detach().cpu().double().numpy()  # (k, C): per patch of the concept
+                        groups = np.zeros((int(c["labels"].max()) + 1, values.shape[1]))
+                        np.add.at(groups, c["labels"], values)
+                        sums = {"abs_sum": np.abs(values).sum(0), "signed_sum": values.sum(0), "groups": groups}
+                with clock("layer_entry"):
+                    neurons.append(cb.layer_entry(neuron=a, concept=c, sums=sums, lower=lower, params=params))
             results.append({"layer": layer, "neurons": neurons})
             targets = sorted({x for n in neurons for x in n["cores"]})
-    circuit = cb.assemble_circuit(model=model, images=images, class_index=class_index, params=params,
-                                  layer_results=results, phi=phi, plan=source.plan)
+    with clock("assemble"):
+        circuit = cb.assemble_circuit(model=model, images=images, class_index=class_index, params=params,
+                                      layer_results=results, phi=phi, plan=source.plan)
     return circuit, flops
 
 

@@ -22,7 +22,14 @@ remaining layers (see ``project``), labelled as such.
 
 ``--side-by-side`` repeats bench/extract.py's comparison (reference-style baseline: per-layer prefix
 scans, captum IG one target at a time) with ResNet50's own layer list, at the size given, once per
-``--rungs`` depth (the top N layers of that list), printing the ratio per rung.
+``--rungs`` depth (the top N layers of that list), printing the ratio per rung and, measured in the
+same run, both sides' phases (wall and CPU seconds; the baseline's scans of D, its per-target
+prefix on the top-k patches, captum IG and the steps it shares with the engine), the ratio per kind
+of work, a reference-equivalent ratio (the baseline less its per-target prefix, which the published
+reference does not run) and upper bounds on the ratio from the measured shared steps and scan.
+``--predict-images N,M`` adds a labelled prediction of each rung at N, M images (scan-heavy rungs):
+
+    .venv/bin/python bench/paper_scale.py --side-by-side --images 6 --size 96 --k 5 --tau 2 --ig-steps 8 --rungs 11 --predict-images 40,50
 """
 
 from __future__ import annotations
@@ -34,14 +41,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from extract import FlopCount, _timed, baseline_circuit, matmul_peak_gflops, max_weight_diff, overlap  # noqa: E402
+from extract import (BASELINE_PHASES, FlopCount, PhaseClock, _timed, baseline_circuit, matmul_peak_gflops,  # noqa: E402
+                     max_weight_diff, overlap)
 
 from neurflow_graph.datasets.images import list_images, predict_classes  # noqa: E402
 from neurflow_graph.extraction import ExtractParams, circuit_builder, extract_circuit  # noqa: E402
@@ -308,10 +318,142 @@ def run_circuit(args, peak: float) -> None:
                 print(f"   PROJECTION whole circuit ~{total:.0f} s ({total / 60:.0f} min) on this machine")
 
 
+@contextmanager
+def engine_phase_cpu(cpu: dict[str, float]) -> Iterator[None]:
+    """For the duration, the engine's phase timer also adds each phase's process-CPU seconds to
+    ``cpu`` (its wall seconds stay in ``circuit.timing``); restored afterwards."""
+    real = circuit_builder._Timer.phase
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        c = time.process_time()
+        try:
+            with real(self, name):
+                yield
+        finally:
+            cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
+
+    circuit_builder._Timer.phase = phase
+    try:
+        yield
+    finally:
+        circuit_builder._Timer.phase = real
+
+
+# The engine's phases (``circuit.timing``) in the order printed; "rest" is the total less these
+# (layer_entry, checkpoint bookkeeping, assembly outside neuron groups).
+ENGINE_PHASES = ("patches", "trace", "scan", "maps", "ig", "semantic_groups", "neuron_groups")
+# The steps both sides run as the same code: they bound the ratio whatever the engine does.
+SHARED = ("concepts", "layer_entry", "assemble")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 else "n/a"
+
+
+def breakdown(*, clock: PhaseClock, t_base: float, c_base: float, eng, t_eng: float, c_eng: float,
+              eng_cpu: dict[str, float], peak: float, cpu_peak: float | None, n_patches: int) -> dict[str, float]:
+    """Print both sides' phases (wall s / CPU-s), the ratio per kind of work and the measured bounds;
+    return the figures a prediction scales."""
+    w, c, fl, n = clock.wall, clock.cpu, clock.flops, clock.count
+    rest_b = t_base - sum(w.values())
+    parts = []
+    for name in BASELINE_PHASES:
+        if name not in w:
+            continue
+        extra = ""
+        if fl.get(name):
+            extra = f", {fl[name] / 1e9:.0f} GFLOP at {fl[name] / max(w[name], 1e-9) / 1e9:.0f} GFLOP/s" \
+                    f"{per_cpu(fl[name], c[name], cpu_peak)}"
+        if name == "scan":
+            extra = f" ({n[name] // max(n_patches, 1)} layer scans x {n_patches} patches{extra})"
+        elif name in ("topk_prefix", "ig"):
+            extra = f" ({n[name]} target-patch pairs{extra})"
+        elif name == "concepts":
+            extra = f" ({n[name]} targets)"
+        parts.append(f"{name} {w[name]:.1f}/{c[name]:.1f}{extra}")
+    print(f"      baseline phases (wall s / CPU-s): {'; '.join(parts)}; rest {rest_b:.1f}", flush=True)
+    tm = {k: float(v) for k, v in eng.timing.items() if isinstance(v, (int, float))}
+    rest_e = t_eng - sum(tm.get(k, 0.0) for k in ENGINE_PHASES)
+    print("      engine phases (wall s / CPU-s): " + "; ".join(
+        f"{k} {tm[k]:.1f}/{eng_cpu.get(k, 0.0):.1f}" for k in ENGINE_PHASES if k in tm) + f"; rest {rest_e:.1f} "
+        f"(layer_entry, bookkeeping, assembly outside neuron groups)", flush=True)
+    shared_w = sum(w.get(k, 0.0) for k in SHARED)
+    shared_c = sum(c.get(k, 0.0) for k in SHARED)
+    scan_e, ig_e = tm.get("scan", 0.0), tm.get("maps", 0.0) + tm.get("ig", 0.0)
+    scan_ec, ig_ec = eng_cpu.get("scan", 0.0), eng_cpu.get("maps", 0.0) + eng_cpu.get("ig", 0.0)
+    ig_b, ig_bc = w.get("topk_prefix", 0.0) + w.get("ig", 0.0), c.get("topk_prefix", 0.0) + c.get("ig", 0.0)
+    flop_scan = fl.get("scan", 0.0) / fl["scan_full"] if fl.get("scan_full") else float("nan")
+    print(f"      ratio by kind of work (wall / per CPU-s): scan (prefix re-runs vs one scan) "
+          f"{_ratio(w.get('scan', 0.0), scan_e)} / {_ratio(c.get('scan', 0.0), scan_ec)} [conv/matmul FLOPs of the "
+          f"baseline's scans = {flop_scan:.2f} forwards of D]; IG incl. maps of l-1 (topk_prefix + ig vs maps + ig) "
+          f"{_ratio(ig_b, ig_e)} / {_ratio(ig_bc, ig_ec)}, captum IG alone vs the engine's {_ratio(w.get('ig', 0.0), ig_e)}"
+          f"; shared steps baseline {shared_w:.1f} s (concepts {w.get('concepts', 0.0):.1f} vs the engine's "
+          f"semantic_groups {tm.get('semantic_groups', 0.0):.1f}; assemble {w.get('assemble', 0.0):.1f} vs neuron_groups "
+          f"{tm.get('neuron_groups', 0.0):.1f})", flush=True)
+    ref_w, ref_c = t_base - w.get("topk_prefix", 0.0), c_base - c.get("topk_prefix", 0.0)
+    layers = list(eng.model.layers)
+    union = sum(len({p for nrn in eng.neurons if nrn.layer == layer for g in nrn.semantic_groups for p in g.patches})
+                for layer in layers[:-1])
+    pairs = n.get("ig", 0)
+    print(f"      sharing: {pairs} IG (target, patch) pairs over {union} distinct (layer, patch) maps "
+          f"({pairs / max(union, 1):.1f} targets per patch; the engine runs the slice forward once per patch and "
+          f"step, captum once per pair)", flush=True)
+    print(f"      reference-equivalent (the baseline less topk_prefix: the published reference indexes the l-1 maps "
+          f"its per-layer scan stored instead of recomputing them per target): {ref_w:.1f} s -> "
+          f"{_ratio(ref_w, t_eng)} wall, {_ratio(ref_c, c_eng)} per CPU-s; as run (topk_prefix "
+          f"{100 * w.get('topk_prefix', 0.0) / t_base:.0f}% of the baseline): {_ratio(t_base, t_eng)} wall, "
+          f"{_ratio(c_base, c_eng)} per CPU-s", flush=True)
+    full_s = fl.get("scan_full", 0.0) / (peak * 1e9)
+    print(f"      BOUNDS (measured, wall; as run / reference-equivalent): an engine that still runs the shared steps "
+          f"(same code, {shared_w:.1f} s) and nothing else: <= {_ratio(t_base, shared_w)} / {_ratio(ref_w, shared_w)}; "
+          f"plus the one forward of D that phi of the top layer needs, at 100% of the matmul peak "
+          f"({fl.get('scan_full', 0.0) / 1e9:.0f} GFLOP, {full_s:.1f} s): <= {_ratio(t_base, shared_w + full_s)} / "
+          f"{_ratio(ref_w, shared_w + full_s)}; plus the engine's measured scan instead ({scan_e:.1f} s): "
+          f"<= {_ratio(t_base, shared_w + scan_e)} / {_ratio(ref_w, shared_w + scan_e)}; per CPU-s with the "
+          f"engine's scan: <= {_ratio(c_base, shared_c + scan_ec)} / {_ratio(ref_c, shared_c + scan_ec)}", flush=True)
+    return {"scan_b": w.get("scan", 0.0) + w.get("patches", 0.0), "rest_b": t_base - w.get("scan", 0.0) - w.get("patches", 0.0),
+            "scan_bc": c.get("scan", 0.0) + c.get("patches", 0.0),
+            "rest_bc": c_base - c.get("scan", 0.0) - c.get("patches", 0.0),
+            "topk_b": w.get("topk_prefix", 0.0), "topk_bc": c.get("topk_prefix", 0.0),
+            "scan_e": scan_e + tm.get("patches", 0.0), "rest_e": t_eng - scan_e - tm.get("patches", 0.0),
+            "scan_ec": scan_ec + eng_cpu.get("patches", 0.0),
+            "rest_ec": c_eng - scan_ec - eng_cpu.get("patches", 0.0),
+            "ig_e": ig_e, "ig_ec": ig_ec, "sharing": pairs / max(union, 1)}
+
+
+def predict(fig: dict[str, float], *, images: int, to_images: int, threads: int) -> None:
+    """PREDICTION (not measured) of the same rung at ``to_images`` images: the scan and patch phases
+    scaled by the patch count, the rest held (targets, k and steps do not grow with D), except that the
+    engine's IG shares each patch's forward among fewer targets as D grows: its IG + maps is given as a
+    range, held .. times the measured targets per patch (no sharing at all; an over-estimate, as the
+    per-target backward does not change). Idle wall estimated as CPU-s / ``threads``."""
+    f = to_images / images
+    out = []
+    for label, key, div in (("wall as measured", "", 1.0), (f"idle estimate (CPU-s / {threads} threads)", "c", threads)):
+        base = (fig[f"scan_b{key}"] * f + fig[f"rest_b{key}"]) / div
+        ref = base - fig[f"topk_b{key}"] / div
+        eng = (fig[f"scan_e{key}"] * f + fig[f"rest_e{key}"]) / div
+        # no sharing left (every pair on its own patch): the engine's IG + maps x targets per patch, at most
+        worst = eng + fig[f"ig_e{key}"] * (max(fig["sharing"], 1.0) - 1.0) / div
+        out.append(f"{label}: baseline ~{base:.0f} s, engine ~{eng:.0f}-{worst:.0f} s (IG held .. IG with no patch "
+                   f"sharing), ratio ~{base / worst:.1f}-{base / eng:.1f}x (reference-equivalent "
+                   f"~{ref / worst:.1f}-{ref / eng:.1f}x)")
+        if key == "c":
+            per_image = fig["scan_bc"] / images / div
+            room = (510.0 - fig["rest_bc"] / div) / per_image if per_image > 0 else float("nan")
+            out.append(f"images for an idle baseline of ~510 s (8.5 min): ~{room:.0f}")
+    print(f"      PREDICTION at --images {to_images} (scan scaled x{f:.2f}, the rest held; not measured): "
+          + "; ".join(out), flush=True)
+
+
 def side_by_side(args, peak: float) -> None:
     """Engine vs bench/extract.py's reference-style baseline, one rung per ``--rungs`` depth (the top N
-    layers of ResNet50's own list), both in this process on the same inputs. Both run with the heap
-    retained (``extraction.heap``), so the ratio is the algorithms', not the allocator setting's."""
+    layers of ResNet50's own list), both in this process on the same inputs, baseline then engine back
+    to back. Both run with the heap retained (``extraction.heap``), so the ratio is the algorithms',
+    not the allocator setting's. Per rung: both sides' phases (wall and CPU seconds), the ratio per kind
+    of work, the measured bounds (:func:`breakdown`) and, with ``--predict-images``, a labelled
+    prediction at that many images (:func:`predict`)."""
     from neurflow_graph.extraction.heap import retained_heap
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -329,21 +471,28 @@ def side_by_side(args, peak: float) -> None:
         rungs = [int(v) for v in args.rungs.split(",")] if args.rungs else [len(full)]
         for top in rungs:
             model.spec.layers = full[:top]
+            clock, eng_cpu = PhaseClock(), {}
             with retained_heap():
-                (base, f_base), t_base, _, m_base = _timed(lambda: baseline_circuit(model, records, cls, params))
-                eng, t_eng, _, m_eng = _timed(lambda: extract_circuit(model=model, images=records, class_index=cls,
-                                                                      params=params, progress=False))
+                (base, f_base), t_base, c_base, m_base = _timed(
+                    lambda: baseline_circuit(model, records, cls, params, clock=clock))
+                with engine_phase_cpu(eng_cpu):
+                    eng, t_eng, c_eng, m_eng = _timed(lambda: extract_circuit(
+                        model=model, images=records, class_index=cls, params=params, progress=False))
             ov, n_par, same = overlap(eng, base)
             dw, n_edges = max_weight_diff(eng, base)
             per_layer = Counter(n.layer for n in eng.neurons)
             print(f"   rung top {top:2d} layers ({full[top - 1]} at the bottom; targets per layer "
                   f"{[per_layer.get(layer, 0) for layer in full[:top]]}): baseline {t_base:7.1f} s "
                   f"(+{m_base:.0f} MiB, {f_base / t_base / 1e9:.1f} GFLOP/s, {100 * f_base / t_base / 1e9 / peak:.0f}% "
-                  f"of peak), engine {t_eng:6.1f} s (+{m_eng:.0f} MiB)  SPEED-UP {t_base / t_eng:5.1f}x  core-set "
+                  f"of peak), engine {t_eng:6.1f} s (+{m_eng:.0f} MiB)  SPEED-UP {t_base / t_eng:5.1f}x "
+                  f"({c_base:.0f} vs {c_eng:.0f} CPU-s: {c_base / max(c_eng, 1e-9):.1f}x per CPU-s)  core-set "
                   f"overlap {ov:.3f} ({same}/{n_par} identical), max |weight diff| {dw:.2e} over {n_edges} edges "
                   f"({len(eng.edges)} engine / {len(base.edges)} baseline); load {load()}", flush=True)
-            print("      engine phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in eng.timing.items()
-                                                      if isinstance(v, float) and not k.startswith("peak")), flush=True)
+            fig = breakdown(clock=clock, t_base=t_base, c_base=c_base, eng=eng, t_eng=t_eng, c_eng=c_eng,
+                            eng_cpu=eng_cpu, peak=peak, cpu_peak=args.cpu_peak, n_patches=n_patches)
+            if args.predict_images:
+                for to in args.predict_images:
+                    predict(fig, images=args.images, to_images=to, threads=torch.get_num_threads())
         model.spec.layers = full
 
 
@@ -363,6 +512,8 @@ def main() -> None:
     ap.add_argument("--side-by-side", action="store_true", help="engine vs reference-style baseline, ResNet50 layers")
     ap.add_argument("--size", type=int, default=64, help="input size of the side-by-side case (squash)")
     ap.add_argument("--rungs", default=None, help="side by side: comma-separated depths (top N layers), e.g. 3,5,8,11")
+    ap.add_argument("--predict-images", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="side by side: also print a labelled prediction of each rung at these image counts, e.g. 30,50")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 images, top 3 layers, k=8, tau=2, 8 steps")
     args = ap.parse_args()
     if args.threads:
