@@ -207,15 +207,15 @@ class Neo4jStore(GraphStore):
             return run(_rows, query, params or {})
 
     @contextmanager
-    def bulk(self, *, max_rows: int = BULK_MAX_ROWS) -> Iterator["BulkWriter"]:
-        """A writer whose writes share explicit transactions of about ``max_rows`` rows each (one
-        session, one commit per transaction instead of one per write); the last is committed when
-        the block ends, the open one rolled back when it raises. Not retried by the driver: a
+    def bulk(self, *, max_rows: int | None = None) -> Iterator["BulkWriter"]:
+        """A writer whose writes share explicit transactions of about ``max_rows`` rows each (default
+        ``BULK_MAX_ROWS``, read at each call; one session, one commit per transaction instead of one
+        per write); the last is committed when the block ends, the open one rolled back when it raises. Not retried by the driver: a
         caller retries the whole block when the error is ``retryable`` (see :meth:`_errors`)."""
         import neo4j
 
         with self._errors(), self._session(neo4j.WRITE_ACCESS) as session:
-            writer = BulkWriter(self, session, max_rows)
+            writer = BulkWriter(self, session, BULK_MAX_ROWS if max_rows is None else max_rows)
             try:
                 yield writer
                 writer.commit()
