@@ -263,6 +263,12 @@ def subgraph(gm: fx.GraphModule, inputs: list[fx.Node], outputs: list[fx.Node] |
     return out
 
 
+def output_args(gm: fx.GraphModule) -> tuple[fx.Node, ...]:
+    """The nodes a multi-output GraphModule (one built by :func:`subgraph` with a list) returns."""
+    value = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
 def output_node(gm: fx.GraphModule) -> fx.Node:
     out = next(n for n in gm.graph.nodes if n.op == "output")
     value = out.args[0]
@@ -374,7 +380,8 @@ class Boundary:
     module: nn.Module | None = None
 
 
-def _sliceable(node: fx.Node, root: nn.Module) -> nn.Module | None:
+def sliceable(node: fx.Node, root: nn.Module) -> nn.Module | None:
+    """The conv (groups 1) or linear (2-d input) module ``node`` applies to one input, else None."""
     if node.op != "call_module" or len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
         return None
     m = root.get_submodule(str(node.target))
@@ -411,7 +418,7 @@ def split_suffix(tail: fx.GraphModule) -> tuple[list[Boundary], set[fx.Node], di
 
     def fallback() -> tuple[list[Boundary], set[fx.Node], dict[fx.Node, np.ndarray]]:
         ident = np.arange(channels)
-        return [Boundary(out_node, ident, _sliceable(out_node, tail))], set(), {out_node: ident}
+        return [Boundary(out_node, ident, sliceable(out_node, tail))], set(), {out_node: ident}
 
     if out_node not in suffix:
         return fallback()
@@ -436,7 +443,7 @@ def split_suffix(tail: fx.GraphModule) -> tuple[list[Boundary], set[fx.Node], di
         used = route[route >= 0]
         if len(np.unique(used)) != len(used):
             return fallback()
-        boundaries.append(Boundary(node, route, _sliceable(node, tail)))
+        boundaries.append(Boundary(node, route, sliceable(node, tail)))
     return boundaries, suffix, chan
 
 
