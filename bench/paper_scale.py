@@ -351,10 +351,9 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}x" if b > 0 else "n/a"
 
 
-def breakdown(*, clock: PhaseClock, t_base: float, c_base: float, eng, t_eng: float, c_eng: float,
-              eng_cpu: dict[str, float], peak: float, cpu_peak: float | None, n_patches: int) -> dict[str, float]:
-    """Print both sides' phases (wall s / CPU-s), the ratio per kind of work and the measured bounds;
-    return the figures a prediction scales."""
+def baseline_phases(*, clock: PhaseClock, t_base: float, c_base: float, cpu_peak: float | None,
+                    n_patches: int) -> None:
+    """Print the baseline's phases (wall s / CPU-s; FLOPs and rates where counted), as soon as it ends."""
     w, c, fl, n = clock.wall, clock.cpu, clock.flops, clock.count
     rest_b = t_base - sum(w.values())
     parts = []
@@ -372,7 +371,15 @@ def breakdown(*, clock: PhaseClock, t_base: float, c_base: float, eng, t_eng: fl
         elif name == "concepts":
             extra = f" ({n[name]} targets)"
         parts.append(f"{name} {w[name]:.1f}/{c[name]:.1f}{extra}")
-    print(f"      baseline phases (wall s / CPU-s): {'; '.join(parts)}; rest {rest_b:.1f}", flush=True)
+    print(f"      baseline {t_base:.1f} s, {c_base:.1f} CPU-s; phases (wall s / CPU-s): {'; '.join(parts)}; "
+          f"rest {rest_b:.1f}; load {load()}", flush=True)
+
+
+def breakdown(*, clock: PhaseClock, t_base: float, c_base: float, eng, t_eng: float, c_eng: float,
+              eng_cpu: dict[str, float], peak: float) -> dict[str, float]:
+    """Print the engine's phases (wall s / CPU-s), the ratio per kind of work and the measured bounds;
+    return the figures a prediction scales."""
+    w, c, fl, n = clock.wall, clock.cpu, clock.flops, clock.count
     tm = {k: float(v) for k, v in eng.timing.items() if isinstance(v, (int, float))}
     rest_e = t_eng - sum(tm.get(k, 0.0) for k in ENGINE_PHASES)
     print("      engine phases (wall s / CPU-s): " + "; ".join(
@@ -475,6 +482,8 @@ def side_by_side(args, peak: float) -> None:
             with retained_heap():
                 (base, f_base), t_base, c_base, m_base = _timed(
                     lambda: baseline_circuit(model, records, cls, params, clock=clock))
+                baseline_phases(clock=clock, t_base=t_base, c_base=c_base, cpu_peak=args.cpu_peak,
+                                n_patches=n_patches)
                 with engine_phase_cpu(eng_cpu):
                     eng, t_eng, c_eng, m_eng = _timed(lambda: extract_circuit(
                         model=model, images=records, class_index=cls, params=params, progress=False))
@@ -489,7 +498,7 @@ def side_by_side(args, peak: float) -> None:
                   f"overlap {ov:.3f} ({same}/{n_par} identical), max |weight diff| {dw:.2e} over {n_edges} edges "
                   f"({len(eng.edges)} engine / {len(base.edges)} baseline); load {load()}", flush=True)
             fig = breakdown(clock=clock, t_base=t_base, c_base=c_base, eng=eng, t_eng=t_eng, c_eng=c_eng,
-                            eng_cpu=eng_cpu, peak=peak, cpu_peak=args.cpu_peak, n_patches=n_patches)
+                            eng_cpu=eng_cpu, peak=peak)
             if args.predict_images:
                 for to in args.predict_images:
                     predict(fig, images=args.images, to_images=to, threads=torch.get_num_threads())
