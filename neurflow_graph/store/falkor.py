@@ -698,7 +698,9 @@ class FalkorStore(GraphStore):
                 f"lost the embedded FalkorDB server of {self.display_url} ({_one_line(e)}); "
                 "run the command again: the server is restarted on demand") from e
         except redis.exceptions.ResponseError as e:
-            raise QueryError(f"FalkorDB rejected the query: {_one_line(e)}") from e
+            err = QueryError(f"FalkorDB rejected the query: {_one_line(e)}")
+            err.duplicate = "unique constraint violation" in str(e)  # type: ignore[attr-defined]  # a uid exists already
+            raise err from e
         except redis.exceptions.RedisError as e:
             raise StoreError(f"{self.display_url}: {_one_line(e)}") from e
 

@@ -556,6 +556,31 @@ def _in_bulk(store: Any, work: Callable[[Any], T], *, before_retry: Callable[[],
         time.sleep(random.uniform(0.05, 0.5))
 
 
+AWAIT_SECONDS = 60.0  # how long an ingest waits for a concurrent ingest of the same run that stopped progressing
+_PROGRESS = ("MATCH (r:Run {uid: $uid}) RETURN r.status AS n UNION ALL "
+             "MATCH (s:SemanticGroup {run: $uid}) RETURN count(s) AS n UNION ALL "
+             "MATCH (g:NeuronGroup {run: $uid}) RETURN count(g) AS n")  # status (absent: none), then two counts
+
+
+def _await_other_ingest(store: Any, uid: str, cause: StoreError) -> None:
+    """Wait until another ingest of run ``uid`` (the one whose nodes this one met) completes it;
+    StoreError when it is gone or has made no progress for AWAIT_SECONDS (it died: ingest again)."""
+    last, since = None, time.monotonic()
+    while True:
+        state = tuple(r["n"] for r in store.read(_PROGRESS, {"uid": uid}))
+        if len(state) < 3:  # the Run node is gone (deleted meanwhile)
+            raise StoreError(f"run {uid} was being written by another ingest at the same time and has been "
+                             "deleted meanwhile; run the same ingest again") from cause
+        if state[0] == "complete":
+            return
+        if state != last:
+            last, since = state, time.monotonic()
+        elif time.monotonic() - since > AWAIT_SECONDS:
+            raise StoreError(f"run {uid} was being written by another ingest at the same time, which has made no "
+                             f"progress for {AWAIT_SECONDS:.0f} s (did it stop?); run the same ingest again") from cause
+        time.sleep(0.5)
+
+
 def _observed(store: Any, uid: str) -> dict[str, int]:
     return {r["kind"]: int(r["n"]) for r in store.read(VERIFY_QUERY, {"run": uid})}
 
@@ -618,7 +643,16 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
         create = not (status and status[0]["status"] == "complete") and store.backend in ID_FUNCTION
         for attempt in (1, 2):
             if attempt == 1 and create:
-                _create_run(store, rows, batch_size, partial=bool(status))
+                try:
+                    _create_run(store, rows, batch_size, partial=bool(status))
+                except StoreError as e:
+                    if not getattr(e, "duplicate", False):
+                        raise
+                    # a node of the run's own already exists: another ingest of this run is writing it
+                    # right now (its remains were deleted, or it was absent); let that one finish it
+                    _await_other_ingest(store, uid, e)
+                    skipped = True
+                    break
             else:
                 if create:  # the create path's result did not verify: start again from nothing
                     _delete_remains(store, uid)
@@ -631,6 +665,7 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
                 detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
                 raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
                                  f"deleting runs in {store.display_url}? Ingest it again")
+    if not skipped:
         # derived from the content only: every group's best paths to the logit (store/paths.py) and
         # its exemplar-patch overlaps with the groups of this and other runs of the class (store/overlaps.py)
         # both in one bulk write (Neo4j: one transaction), then "complete" on its own

@@ -170,7 +170,8 @@ class Neo4jStore(GraphStore):
     def _errors(self) -> Iterator[None]:
         """Driver exceptions raised in the block as project errors (one line, password scrubbed).
         ``retryable`` on the error: a transient server failure (deadlock, lock timeout) that a
-        caller may retry as a whole; lost connections are not marked."""
+        caller may retry as a whole; lost connections are not marked. ``duplicate``: a write met a
+        uniqueness constraint (a node with that uid exists already)."""
         from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable, SessionExpired
 
         try:
@@ -182,6 +183,7 @@ class Neo4jStore(GraphStore):
         except Neo4jError as e:
             err = QueryError(f"Neo4j rejected the query: {self._scrub(e)}")
             err.retryable = bool(e.is_retryable())  # type: ignore[attr-defined]
+            err.duplicate = e.code == "Neo.ClientError.Schema.ConstraintValidationFailed"  # type: ignore[attr-defined]
             raise err from self._cause(e)
         except DriverError as e:
             raise StoreError(f"{self.display_url}: {self._scrub(e)}") from self._cause(e)
