@@ -9,8 +9,8 @@
 // run doubled the cost at 100 classes; compare_models reports them per run. neurons / semantic_groups
 // are read from each run's per-neuron aggregates (Run.neuron_layer / neuron_sgs, written at ingest:
 // docs/graph-model.md "Derived aggregates"), not from its ~19k SemanticGroup nodes (284 -> 67 ms at
-// 10 ResNet50-shaped classes under load); runs ingested before those existed show no layers until
-// re-ingested with --force.
+// 10 ResNet50-shaped classes under load); the library refuses
+// runs ingested before those existed (OutdatedRunError, exit 2: re-ingest them with --force).
 MATCH (m:Model) WHERE $model IS NULL OR m.name = $model OR m.uid = $model
 MATCH (r:Run)-[:OF_MODEL]->(m)
 WHERE r.status = 'complete' AND r.latest = true

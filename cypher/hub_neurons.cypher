@@ -10,8 +10,8 @@
 // Ordered by n_classes descending, then depth and neuron index. A neuron is (layer, index) of the
 // model: read from each run's per-neuron aggregates (Run.neuron_layer / neuron_index, written at
 // ingest: docs/graph-model.md "Derived aggregates"), not from its SemanticGroup nodes; depth from the
-// model's Layer nodes. Runs ingested before those aggregates existed contribute nothing until
-// re-ingested with --force. Each run's layer list is mapped to depths once (ds, aligned with
+// model's Layer nodes. The library refuses runs ingested before those aggregates existed
+// (OutdatedRunError, exit 2: re-ingest them with --force). Each run's layer list is mapped to depths once (ds, aligned with
 // Run.layers), so the ~8,000 rows per run are grouped by (depth, layer, neuron) alone: carrying the
 // model's layer lists as grouping keys cost 2.5x at 10 ResNet50-shaped classes.
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model

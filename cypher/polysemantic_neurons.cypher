@@ -7,8 +7,8 @@
 // runs using the neuron; max_in_class / mean_per_class per using run. Ordered by semantic_groups
 // descending, then depth and neuron index. A neuron is (layer, index) of the model, read from each
 // run's per-neuron aggregates (Run.neuron_layer / neuron_index / neuron_sgs, written at ingest:
-// docs/graph-model.md "Derived aggregates"), not from its SemanticGroup nodes. Runs ingested before
-// those aggregates existed contribute nothing until re-ingested with --force. Each run's layer
+// docs/graph-model.md "Derived aggregates"), not from its SemanticGroup nodes. The library refuses runs
+// ingested before those aggregates existed (OutdatedRunError, exit 2: re-ingest them with --force). Each run's layer
 // list is mapped to depths once (ds), so rows are grouped by (depth, layer, neuron) alone (as in
 // hub_neurons).
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model

@@ -10,8 +10,8 @@
 // Layers where neither circuit has a neuron are left out. One pass over both runs' per-neuron
 // aggregates (Run.neuron_layer / neuron_index, one entry per neuron holding a semantic group, written
 // at ingest: docs/graph-model.md "Derived aggregates"), grouped by (layer, neuron): no SemanticGroup
-// scan (~19k nodes per ResNet50-shaped run) and no per-layer list scans. Runs ingested before those
-// aggregates existed show no layers until re-ingested with --force.
+// scan (~19k nodes per ResNet50-shaped run) and no per-layer list scans. The library refuses runs ingested
+// before those aggregates existed (OutdatedRunError, exit 2: re-ingest them with --force).
 MATCH (m:Model) WHERE m.name = $model OR m.uid = $model
 MATCH (ra:Run)-[:OF_MODEL]->(m)
 WHERE ra.status = 'complete' AND ra.class_name = $class_a
