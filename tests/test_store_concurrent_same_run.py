@@ -17,7 +17,7 @@ from conftest import clear_graph, graph_dump
 from neurflow_graph.errors import QueryError, StoreError
 from neurflow_graph.store import ingest as ing
 from neurflow_graph.store.base import GraphStore
-from neurflow_graph.store.ingest import ingest_circuit
+from neurflow_graph.store.ingest import ingest, ingest_circuit
 from neurflow_graph.store.runs import list_runs
 from neurflow_graph.synthetic import synthetic_circuit
 
@@ -57,10 +57,11 @@ def test_two_concurrent_ingests_of_the_same_run_make_the_store_of_one(store, mon
     monkeypatch.setattr(ing, "_await_other_ingest", lambda *a: waited.append(a[2]) or await_other(*a))
     other = _second_connection(store)
     errors: list[BaseException] = []
+    results = []
 
     def run(s):
         try:
-            ingest_circuit(store=s, circuit=circuit)
+            results.append(ingest(store=s, circuit=circuit))
         except BaseException as e:  # reported below
             errors.append(e)
 
@@ -76,6 +77,8 @@ def test_two_concurrent_ingests_of_the_same_run_make_the_store_of_one(store, mon
     assert len(entered) == 2  # both took the create path
     # the one that met the other's nodes (a uniqueness constraint of the server) waited for it to finish
     assert len(waited) == 1 and waited[0].duplicate, waited
+    assert sorted(r.concurrent for r in results) == [False, True]
+    assert "written by another ingest at the same time" in next(r.summary() for r in results if r.concurrent)
     assert sorted((r.class_name, r.status) for r in list_runs(store=store)) == [("cat", "complete"), ("dog", "complete")]
     assert graph_dump(store) == expected
 

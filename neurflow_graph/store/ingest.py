@@ -337,6 +337,7 @@ class IngestResult:
     relationships: int
     seconds: float
     skipped: bool = False
+    concurrent: bool = False  # skipped because another ingest of the same run was writing it at the same time
     source: Path | None = None
     annotations: int = 0
     annotations_skipped: int = 0
@@ -352,6 +353,9 @@ class IngestResult:
             notes = f", {self.annotations} annotations"
             if self.annotations_skipped:
                 notes += f" ({self.annotations_skipped} skipped: their targets are not in this run)"
+        if self.concurrent:
+            return (f"run {self.uid}  {self.model}  class {self.class_name!r}: written by another ingest at the "
+                    f"same time, which completed it{notes}")
         if self.skipped:
             return (f"run {self.uid}  {self.model}  class {self.class_name!r}: already complete, skipped "
                     f"(--force rewrites it){notes}")
@@ -636,6 +640,7 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
     status = store.read("MATCH (r:Run {uid: $uid}) RETURN r.status AS status", {"uid": uid})
     skipped = bool(status) and status[0]["status"] == "complete" and not force
     nodes = rels = 0
+    concurrent = False
     if not skipped:
         rows = circuit_rows(circuit, validate=False, uid=uid)
         store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
@@ -651,7 +656,7 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
                     # a node of the run's own already exists: another ingest of this run is writing it
                     # right now (its remains were deleted, or it was absent); let that one finish it
                     _await_other_ingest(store, uid, e)
-                    skipped = True
+                    skipped = concurrent = True
                     break
             else:
                 if create:  # the create path's result did not verify: start again from nothing
@@ -691,7 +696,7 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
         store.checkpoint()
     unique = len({(a.target, a.key, a.source) for a in annotations})
     return IngestResult(uid=uid, model=muid, class_name=class_name, nodes=nodes, relationships=rels,
-                        seconds=time.perf_counter() - t0, skipped=skipped, annotations=written,
+                        seconds=time.perf_counter() - t0, skipped=skipped, concurrent=concurrent, annotations=written,
                         annotations_skipped=unique - written)
 
 
