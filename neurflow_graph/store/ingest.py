@@ -21,6 +21,10 @@ see store/neo4j_store.py) and every ingest query keeps its first plan (``store.p
 the ``complete`` write of step 4 is always a transaction of its own. Stores without these
 (FalkorDB, test wrappers) run each query as its own atomic write.
 
+Two ingests of the same run at once: the one whose ``CREATE`` of a run-owned node meets the other's
+(a uniqueness constraint) stops writing and waits for the other to complete the run, then goes on as a
+skip (:func:`_await_other_ingest`).
+
 Every step is idempotent, so an ingest that died anywhere (exception, SIGKILL of either
 process) is finished by running it again, without duplicates. Queries read only complete runs.
 Run directories are streamed (:func:`iter_runs`): one circuit in memory at a time, each validated
