@@ -1,10 +1,13 @@
 """Ingest's bulk transactions (Neo4jStore.bulk, ingest._in_bulk) against failures of a real Neo4j server.
 
-* A real transient error in the middle of a bulk block: a second session holds the write lock of the
-  run's Run node with the server's lock acquisition timeout lowered (``db.lock.acquisition.timeout``,
-  a dynamic setting), so the ingest's transaction fails with the server's
-  ``Neo.TransientError.Transaction.LockAcquisitionTimeout`` after some chunks have committed; the
-  whole block is rerun after removing what it had committed.
+* A real deadlock in the middle of a bulk block, after chunks holding run-owned nodes have committed:
+  a second session holds the run's Run node (and many other nodes), the ingest's open transaction is
+  made to hold the Model node (a ``SET`` added to it, rolled back with it), the second session asks
+  for the Model node and the ingest's NeuronGroup write needs the Run node. The server detects the
+  cycle and aborts the ingest's transaction (Forseti's default resolution aborts the one holding fewer
+  locks) with ``Neo.TransientError.Transaction.DeadlockDetected``; the whole block is rerun after
+  removing what it had committed. (The server's lock acquisition timeout, the other way to get a
+  transient error, is not dynamic on Community: ``dbms.setConfigValue`` is Enterprise only.)
 * The server SIGKILLed right after the first chunk holding run-owned nodes committed.
 
 No fake: the server produces both failures; the hooks only choose the moment.
