@@ -3,7 +3,8 @@ the one a single ingest makes (no duplicate node or relationship).
 
 The two ingests run in two threads with a connection each; a barrier holds both at the entry of the
 create path (the write path of a run absent from the store), so both have read the run as absent
-before either writes anything: the worst interleaving, every time.
+before either writes anything: the worst interleaving, every time. Not covered (and not safe, see
+docs/graph-model.md, "Run status protocol"): an ingest that starts while the other is part-way.
 """
 
 from __future__ import annotations
