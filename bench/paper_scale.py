@@ -27,7 +27,9 @@ same run, both sides' phases (wall and CPU seconds; the baseline's scans of D, i
 prefix on the top-k patches, captum IG and the steps it shares with the engine), the ratio per kind
 of work, a reference-equivalent ratio (the baseline less its per-target prefix, which the published
 reference does not run) and upper bounds on the ratio from the measured shared steps and scan.
-``--predict-images N,M`` adds a labelled prediction of each rung at N, M images (scan-heavy rungs):
+``--predict-images N,M`` adds a labelled prediction of each rung at N, M images (scan-heavy rungs);
+``--scan-layouts`` first times one forward of a batch of D in four layouts (eager NCHW as both scans
+run, channels_last, conv+BN folded, both), ``--rungs 0`` that alone:
 
     .venv/bin/python bench/paper_scale.py --side-by-side --images 6 --size 96 --k 5 --tau 2 --ig-steps 8 --rungs 11 --predict-images 40,50
 """
@@ -454,6 +456,37 @@ def predict(fig: dict[str, float], *, images: int, to_images: int, threads: int)
           + "; ".join(out), flush=True)
 
 
+def scan_layouts(model, source, n: int, reps: int = 3) -> None:
+    """CPU-s of one forward of ``n`` patches of D through the whole model in four forms: eager NCHW
+    (what both sides' scans run), channels_last, conv+BatchNorm folded (``torch.fx`` fuse), both;
+    best of ``reps``. What a faster engine scan could do to the scan ratio (the baseline kept as is)."""
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    x = source.batch(np.arange(min(n, len(source.plan)))).to(model.device)
+    cl = torch.channels_last
+    forms = {"eager NCHW": (model.module, x), "channels_last": (copy.deepcopy(model.module).to(memory_format=cl),
+                                                                x.to(memory_format=cl)),
+             "conv+BN folded": (fuse(copy.deepcopy(model.module)), x)}
+    forms["folded + channels_last"] = (fuse(copy.deepcopy(model.module)).to(memory_format=cl), x.to(memory_format=cl))
+    out: dict[str, float] = {}
+    with circuit_builder.frozen(model.module), torch.no_grad():
+        ref = model.module(x)
+        for name, (mod, inp) in forms.items():
+            mod.eval()
+            diff = float((mod(inp) - ref).abs().max() / ref.abs().max())
+            best = float("inf")
+            for _ in range(reps):
+                c = time.process_time()
+                mod(inp)
+                best = min(best, time.process_time() - c)
+            out[name] = best
+            print(f"   scan layout {name:24s} {best:6.2f} CPU-s per forward of {len(x)} patches "
+                  f"({out['eager NCHW'] / best:4.2f}x eager NCHW; max |logit diff| / max |logit| {diff:.1e}); "
+                  f"load {load()}", flush=True)
+
+
 def side_by_side(args, peak: float) -> None:
     """Engine vs bench/extract.py's reference-style baseline, one rung per ``--rungs`` depth (the top N
     layers of ResNet50's own list), both in this process on the same inputs, baseline then engine back
@@ -475,7 +508,12 @@ def side_by_side(args, peak: float) -> None:
         print(f"\n== side by side, resnet50 random init, {args.size} px (squash), {len(records)} images, {n_patches} "
               f"patches, class {cls}, k={params.k} tau={params.tau} ig_steps={params.ig_steps}, ResNet50's layer list "
               f"{','.join(full)}")
+        if args.scan_layouts:
+            scan_layouts(model, circuit_builder.patch_source(model=model, images=records, params=params),
+                         params.max_batch)
         rungs = [int(v) for v in args.rungs.split(",")] if args.rungs else [len(full)]
+        if args.rungs == "0":
+            rungs = []
         for top in rungs:
             model.spec.layers = full[:top]
             clock, eng_cpu = PhaseClock(), {}
@@ -521,6 +559,9 @@ def main() -> None:
     ap.add_argument("--side-by-side", action="store_true", help="engine vs reference-style baseline, ResNet50 layers")
     ap.add_argument("--size", type=int, default=64, help="input size of the side-by-side case (squash)")
     ap.add_argument("--rungs", default=None, help="side by side: comma-separated depths (top N layers), e.g. 3,5,8,11")
+    ap.add_argument("--scan-layouts", action="store_true",
+                    help="side by side: first time one forward of a batch of D in four layouts (eager NCHW, "
+                         "channels_last, conv+BN folded, both); --rungs 0 runs only that")
     ap.add_argument("--predict-images", type=lambda v: [int(x) for x in v.split(",")], default=None,
                     help="side by side: also print a labelled prediction of each rung at these image counts, e.g. 30,50")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 images, top 3 layers, k=8, tau=2, 8 steps")
