@@ -1,29 +1,43 @@
-"""Two ingests of the same run at once, on both backends: both finish without error and the store is
-the one a single ingest makes (no duplicate node or relationship).
+"""Concurrent ingests of the same run, on both backends: one writer at a time (the Run node's claim,
+docs/graph-model.md "Concurrent ingests of one run"), nothing of a live writer deleted, never a
+``complete`` run with less than all of it, and the store of a single ingest at the end.
 
-The two ingests run in two threads with a connection each; a barrier holds both at the entry of the
-create path (the write path of a run absent from the store), so both have read the run as absent
-before either writes anything: the worst interleaving, every time. Not covered (and not safe, see
-docs/graph-model.md, "Run status protocol"): an ingest that starts while the other is part-way.
+Two ingests run in two threads with a connection each; hooks only choose the moment (the second
+starts after the first's first committed SemanticGroups; the second is held until the first has
+completed). A checker reads the store through a third connection after every write either makes
+(every commit on Neo4j), so an interleaving that deletes a live writer's nodes or shows a complete
+run short of groups is seen every time, not by a lucky poll. The stopped writer is a real process
+SIGKILLed in the middle of its ingest.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import clear_graph, graph_dump
-from neurflow_graph.errors import QueryError, StoreError
+from neurflow_graph.cli import cli
 from neurflow_graph.store import ingest as ing
-from neurflow_graph.store.base import GraphStore
 from neurflow_graph.store.ingest import ingest, ingest_circuit
 from neurflow_graph.store.runs import list_runs
 from neurflow_graph.synthetic import synthetic_circuit
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def _second_connection(store):
+
+def _circuit():
+    return synthetic_circuit(class_index=0, class_name="cat", widths=(10, 40, 40, 32), tau=8, k=16)
+
+
+def _connect(store):
     if store.backend == "falkordb":
         from neurflow_graph.store.falkor import FalkorStore
 
@@ -33,83 +47,296 @@ def _second_connection(store):
     return open_store(os.environ["NEO4J_URI"], database=os.environ.get("NEO4J_DATABASE"))
 
 
-def test_two_concurrent_ingests_of_the_same_run_make_the_store_of_one(store, monkeypatch):
-    circuit = synthetic_circuit(class_index=0, class_name="cat", widths=(10, 40, 40, 32), tau=8, k=16)
-    ingest_circuit(store=store, circuit=synthetic_circuit(class_index=1, class_name="dog", widths=(10, 24, 24, 16)))
-    before = graph_dump(store)
+def _url(store) -> list[str]:
+    if store.backend == "falkordb":
+        return ["--store", f"embedded:{store.data_dir}", "--database", store._graph_name]
+    db = os.environ.get("NEO4J_DATABASE")
+    return ["--store", os.environ["NEO4J_URI"], *(["--database", db] if db else [])]
+
+
+def _owned(s, uid: str) -> int:
+    return s.read("MATCH (g:SemanticGroup {run: $u}) RETURN count(g) AS c", {"u": uid})[0]["c"]
+
+
+def _reference(store, circuit):
     ingest_circuit(store=store, circuit=circuit)
-    expected = graph_dump(store)
+    out = graph_dump(store)
     clear_graph(store)
-    ingest_circuit(store=store, circuit=synthetic_circuit(class_index=1, class_name="dog", widths=(10, 24, 24, 16)))
-    assert graph_dump(store) == before
+    return out
 
-    barrier = threading.Barrier(2, timeout=60)
-    create_all = ing._create_all
-    entered = []
 
-    def both_at_once(s, rows, batch_size):
-        entered.append(rows.uid)
-        if len(entered) <= 2:
-            barrier.wait()
-        return create_all(s, rows, batch_size)
+class _Checker:
+    """After every write (Neo4j: every commit), through its own connection: the run's SemanticGroups
+    never decrease and a complete run holds all of them."""
 
-    monkeypatch.setattr(ing, "_create_all", both_at_once)
-    await_other, waited = ing._await_other_ingest, []
-    monkeypatch.setattr(ing, "_await_other_ingest", lambda *a: waited.append(a[2]) or await_other(*a))
-    other = _second_connection(store)
-    errors: list[BaseException] = []
-    results = []
+    def __init__(self, store, uid: str, want: int, monkeypatch):
+        self.obs, self.uid, self.want = _connect(store), uid, want
+        self.lock, self.last, self.drops, self.complete_short = threading.Lock(), 0, [], []
+        if store.backend == "falkordb":
+            from neurflow_graph.store.falkor import FalkorStore
 
-    def run(s):
+            self._wrap(monkeypatch, FalkorStore, "write")
+        else:
+            from neurflow_graph.store import neo4j_store
+
+            self._wrap(monkeypatch, neo4j_store.Neo4jStore, "write")
+            self._wrap(monkeypatch, neo4j_store.BulkWriter, "commit")
+
+    def _wrap(self, monkeypatch, cls, name):
+        plain = getattr(cls, name)
+
+        def hooked(this, *a, **k):
+            out = plain(this, *a, **k)
+            if this is not self.obs:
+                self.check()
+            return out
+
+        monkeypatch.setattr(cls, name, hooked)
+
+    def check(self):
+        with self.lock:
+            st = self.obs.read("MATCH (r:Run {uid: $u}) RETURN r.status AS s", {"u": self.uid})
+            n = _owned(self.obs, self.uid)
+            if n < self.last:
+                self.drops.append((self.last, n))
+            self.last = n
+            if st and st[0]["s"] == "complete" and n != self.want:
+                self.complete_short.append(n)
+
+    def close(self):
+        self.obs.close()
+
+
+def _setup(store):
+    """The circuit, the store a single ingest of it makes (then emptied), its run uid and group count."""
+    circuit = _circuit()
+    expected = _reference(store, circuit)
+    want = len({(n.layer, n.index, g.id) for n in circuit.neurons for g in n.semantic_groups})
+    return circuit, expected, ing.run_uid(circuit), want
+
+
+def _run_both(store, circuit, hold_first, hold_second, a_done=None, **kw):
+    """Ingest ``circuit`` (``kw``: ingest's options) in thread A (``store``), then, once ``hold_first``
+    is set, in thread B (a second connection); ``a_done`` is set when A ends; returns results, errors."""
+    other = _connect(store)
+    results, errors = {}, {}
+
+    def run(name, s):
         try:
-            results.append(ingest(store=s, circuit=circuit))
-        except BaseException as e:  # reported below
-            errors.append(e)
+            results[name] = ingest(store=s, circuit=circuit, **kw)
+        except BaseException as e:  # reported by the caller
+            errors[name] = e
+        finally:
+            if name == "A" and a_done is not None:
+                a_done.set()
 
-    threads = [threading.Thread(target=run, args=(s,)) for s in (store, other)]
+    a = threading.Thread(target=run, args=("A", store), name="A")
+    b = threading.Thread(target=run, args=("B", other), name="B")
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(300)
+        a.start()
+        assert hold_first.wait(120)
+        b.start()
+        a.join(300)
+        b.join(300)
     finally:
+        hold_second.set()
         other.close()
-    assert errors == []
-    assert len(entered) == 2  # both took the create path
-    # the one that met the other's nodes (a uniqueness constraint of the server) waited for it to finish
-    assert len(waited) == 1 and waited[0].duplicate, waited
-    assert sorted(r.concurrent for r in results) == [False, True]
-    assert "written by another ingest at the same time" in next(r.summary() for r in results if r.concurrent)
-    assert sorted((r.class_name, r.status) for r in list_runs(store=store)) == [("cat", "complete"), ("dog", "complete")]
+    return results, errors
+
+
+def test_a_second_ingest_started_after_the_first_committed_groups_waits_and_deletes_nothing(store, monkeypatch):
+    circuit, expected, uid, want = _setup(store)
+    a_wrote, b_waits = threading.Event(), threading.Event()
+    write_ids, await_other = ing._write_ids, ing._await_other_ingest
+    waited = []
+
+    def a_pauses_after_its_groups(s, query, rows, batch_size, **kw):
+        out = write_ids(s, query, rows, batch_size, **kw)
+        if threading.current_thread().name == "A" and "CREATE (s:SemanticGroup" in query and not a_wrote.is_set():
+            if hasattr(w := getattr(s, "_w", s), "commit"):
+                w.commit()  # Neo4j: its groups committed, visible to B
+            a_wrote.set()
+            assert b_waits.wait(60)  # A goes on only once B is waiting for it
+        return out
+
+    def b_signals(*a):
+        waited.append(threading.current_thread().name)
+        b_waits.set()
+        return await_other(*a)
+
+    monkeypatch.setattr(ing, "_write_ids", a_pauses_after_its_groups)
+    monkeypatch.setattr(ing, "_await_other_ingest", b_signals)
+    checker = _Checker(store, uid, want, monkeypatch)
+    try:
+        results, errors = _run_both(store, circuit, a_wrote, b_waits)
+    finally:
+        checker.close()
+    assert checker.drops == [] and checker.complete_short == []  # nothing of the live writer deleted
+    assert errors == {}
+    assert checker.last == want
+    assert waited == ["B"]
+    assert (results["A"].concurrent, results["B"].concurrent, results["B"].skipped) == (False, True, True)
+    assert "written by another ingest at the same time, which completed it" in results["B"].summary()
+    assert graph_dump(store) == expected  # no writer/beat left on the complete run either
+
+
+def test_a_second_ingest_held_until_the_first_completed_leaves_the_complete_run_alone(store, monkeypatch):
+    circuit, expected, uid, want = _setup(store)
+    a_in_create, a_done = threading.Event(), threading.Event()
+    rows_of, create_all = ing.circuit_rows, ing._create_all
+
+    def b_rows_late(*a, **k):
+        out = rows_of(*a, **k)
+        if threading.current_thread().name == "B":
+            assert a_done.wait(120)  # B read the run as 'ingesting'; A completes it while B builds rows
+        return out
+
+    def a_enters(s, rows, bs):
+        if threading.current_thread().name == "A":
+            a_in_create.set()
+        return create_all(s, rows, bs)
+
+    monkeypatch.setattr(ing, "circuit_rows", b_rows_late)
+    monkeypatch.setattr(ing, "_create_all", a_enters)
+    checker = _Checker(store, uid, want, monkeypatch)
+    try:
+        results, errors = _run_both(store, circuit, a_in_create, a_done, a_done=a_done)
+    finally:
+        checker.close()
+    assert checker.complete_short == [] and checker.drops == []  # never a complete run short of groups
+    assert errors == {}
+    assert results["B"].concurrent and not results["A"].skipped
     assert graph_dump(store) == expected
 
 
-class _StopsAtGroups:
-    """The store, for a client that stops (an exception) at its first NeuronGroup write: its run is left
-    with its SemanticGroups written, as a concurrent ingest that died there leaves it."""
-
-    def __init__(self, store):
-        self._store, self.backend = store, store.backend
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def write(self, query, params=None):
-        if "[:HAS_GROUP]" in query:
-            raise RuntimeError("the other client stopped here")
-        return self._store.write(query, params)
-
-    write_rows = GraphStore.write_rows
-
-
-def test_waiting_for_a_concurrent_ingest_that_stopped_is_a_clear_error(store, monkeypatch):
-    circuit = synthetic_circuit(class_index=0, class_name="cat", widths=(10, 24, 24, 16))
-    with pytest.raises(RuntimeError, match="stopped here"):
-        ingest_circuit(store=_StopsAtGroups(store), circuit=circuit)
-    uid = ing.run_uid(circuit)
-    assert store.read("MATCH (s:SemanticGroup {run: $u}) RETURN count(s) AS c", {"u": uid})[0]["c"] > 0
+def test_a_slow_writer_is_waited_for_not_taken_over(store, monkeypatch):
+    """AWAIT_SECONDS = 1 and the writer sleeps 0.4 s per CONTRIBUTES chunk (many small chunks, several
+    seconds in all, longer than AWAIT_SECONDS without a change in any group count): its heartbeat keeps
+    the waiter waiting, and the waiter returns once the run is complete."""
+    circuit = _circuit()
+    expected = _reference(store, circuit)
     monkeypatch.setattr(ing, "AWAIT_SECONDS", 1.0)
-    with pytest.raises(StoreError, match=f"run {uid} was being written by another ingest .* no progress for 1 s"):
-        ing._await_other_ingest(store, uid, QueryError("met its nodes"))
-    ingest_circuit(store=store, circuit=circuit)  # the next ingest finishes it...
-    ing._await_other_ingest(store, uid, QueryError("met its nodes"))  # ...and a waiter then returns at once
+    started, sleeps = threading.Event(), []
+    plain = ing._nested_batches
+
+    def slow(rows, key, size):
+        for chunk in plain(rows, key, size):
+            if key == "c" and threading.current_thread().name == "A":
+                started.set()
+                sleeps.append(1)
+                threading.Event().wait(0.4)
+            yield chunk
+
+    monkeypatch.setattr(ing, "_nested_batches", slow)
+    results, errors = _run_both(store, circuit, started, threading.Event(), batch_size=60)
+    assert errors == {}
+    assert len(sleeps) * 0.4 > 3 * ing.AWAIT_SECONDS  # the writer took several stale thresholds
+    assert results["B"].concurrent and not results["A"].took_over and not results["A"].skipped
+    assert graph_dump(store) == expected
+
+
+CHILD = textwrap.dedent("""
+    import signal, sys, time
+    from neurflow_graph.store import ingest as ing
+    from neurflow_graph.store.url import open_store
+    from neurflow_graph.circuit import load_circuit
+
+    url, database, run_dir = sys.argv[1], sys.argv[2] or None, sys.argv[3]
+    store = open_store(url, database=database)
+    write_ids = ing._write_ids
+
+    def stop_after_groups(s, query, rows, batch_size, **kw):
+        out = write_ids(s, query, rows, batch_size, **kw)
+        if "CREATE (s:SemanticGroup" in query:
+            if hasattr(w := getattr(s, "_w", s), "commit"):
+                w.commit()  # Neo4j: its groups committed
+            print("GROUPS WRITTEN", flush=True)
+            time.sleep(600)  # the parent SIGKILLs this process here
+        return out
+
+    ing._write_ids = stop_after_groups
+    ing.ingest(store=store, circuit=load_circuit(run_dir))
+""")
+
+
+def test_a_killed_writer_s_claim_goes_stale_and_the_next_ingest_takes_the_run_over(store, tmp_path, monkeypatch):
+    circuit = _circuit()
+    expected = _reference(store, circuit)
+    uid = ing.run_uid(circuit)
+    circuit.save(tmp_path / "cat")
+    url = _url(store)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url[1], url[3] if len(url) > 3 else "",
+                              str(tmp_path / "cat")], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout.readline().strip() == "GROUPS WRITTEN"
+        child.send_signal(signal.SIGKILL)  # a real writer, killed mid-run with its claim held
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    left = store.read("MATCH (r:Run {uid: $u}) RETURN r.status AS s, r.writer AS w", {"u": uid})
+    assert left[0]["s"] == "ingesting" and left[0]["w"] is not None and _owned(store, uid) > 0
+    monkeypatch.setattr(ing, "AWAIT_SECONDS", 2.0)  # the claim goes stale 2 s after the kill
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "cat"), *url])
+    assert r.exit_code == 0, r.output
+    assert "taken over from another ingest of it that had stopped (no heartbeat for 2 s)" in r.output
+    store.write("MATCH (r:Run {uid: $u}) REMOVE r.run_dir", {"u": uid})  # the reference had none
+    assert graph_dump(store) == expected
+    assert [(x.class_name, x.status) for x in list_runs(store=store)] == [("cat", "complete")]
+
+
+def test_the_cli_of_a_waiting_ingest_prints_one_line_and_succeeds(store, tmp_path, monkeypatch):
+    circuit = _circuit()
+    circuit.save(tmp_path / "cat")
+    a_wrote, b_waits = threading.Event(), threading.Event()
+    write_ids, await_other = ing._write_ids, ing._await_other_ingest
+
+    def a_pauses(s, query, rows, batch_size, **kw):
+        out = write_ids(s, query, rows, batch_size, **kw)
+        if threading.current_thread().name == "A" and "CREATE (s:SemanticGroup" in query and not a_wrote.is_set():
+            a_wrote.set()
+            assert b_waits.wait(60)
+        return out
+
+    monkeypatch.setattr(ing, "_write_ids", a_pauses)
+    monkeypatch.setattr(ing, "_await_other_ingest", lambda *a: b_waits.set() or await_other(*a))
+    errors = []
+
+    def a():
+        try:
+            ingest(store=store, circuit=circuit)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=a, name="A")
+    t.start()
+    try:
+        assert a_wrote.wait(120)
+        r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "cat"), *_url(store)])
+    finally:
+        b_waits.set()
+        t.join(300)
+    assert errors == []
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "written by another ingest at the same time, which completed it" in lines[0], r.output
+
+
+def test_deletes_and_completes_need_the_claim(store):
+    """A writer whose claim was taken (the state a taker leaves) deletes nothing and cannot complete."""
+    circuit = _circuit()
+    ingest_circuit(store=store, circuit=circuit)
+    uid = ing.run_uid(circuit)
+    n = _owned(store, uid)
+    store.write("MATCH (r:Run {uid: $u}) SET r.status = 'ingesting', r.writer = 'someone-else', r.beat = timestamp()",
+                {"u": uid})
+    mine = ing._Claim(uid)
+    assert mine.take(store, "x") is None  # held by a live writer
+    with pytest.raises(ing._ClaimLost):
+        ing._delete_remains(store, uid, mine)
+    assert _owned(store, uid) == n
+    assert store.write(ing.COMPLETE_QUERY, {"rows": [{"uid": uid, "writer": mine.writer, "aggregates": 1,
+                                                      **{k: 0 for k in ing.COUNT_KEYS}}]})[0]["mine"] is False
+    assert store.read("MATCH (r:Run {uid: $u}) RETURN r.status AS s", {"u": uid}) == [{"s": "ingesting"}]

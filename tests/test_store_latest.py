@@ -29,15 +29,15 @@ CHILD = textwrap.dedent("""
 
     url, database = sys.argv[1], sys.argv[2] or None
     store = open_store(url, database=database)
-    plain = store.write_rows
+    plain = store.write
 
-    def write_rows(query, rows, **kw):
-        n = plain(query, rows, **kw)
+    def write(query, params=None):
+        out = plain(query, params)
         if query == ing.COMPLETE_QUERY:
             os.kill(os.getpid(), signal.SIGKILL)  # between "complete" and the latest update
-        return n
+        return out
 
-    store.write_rows = write_rows
+    store.write = write
     new = synthetic_circuit(class_index=1, class_name="dog", widths=(10, 24, 24, 16), seed=7,
                             created_at="2026-06-01T00:00:00+00:00")
     ing.ingest(store=store, circuit=new)

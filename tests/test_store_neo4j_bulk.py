@@ -120,12 +120,12 @@ def test_a_real_deadlock_mid_bulk_reruns_the_block_after_removing_what_it_commit
         seen["creates"] += 1
         return create_all(store, rows, batch_size)
 
-    def removal_checked(store, run):
+    def removal_checked(store, run, claim):
         seen["removals"] += 1
         # what other sessions see between the failure and the rerun: chunks of it committed, all hidden
         seen["owned_at_failure"] = _owned(n4j, run)
         _hidden(n4j, run, "dog")
-        return delete_remains(store, run)
+        return delete_remains(store, run, claim)  # only while this ingest holds the run's claim
 
     stop = threading.Event()
 

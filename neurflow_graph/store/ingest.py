@@ -4,7 +4,19 @@ Protocol (docs/graph-model.md, "Run status"):
 
 1. ``MERGE`` the ``Run`` node (uid: :func:`neurflow_graph.identity.run_uid`, content only); a new
    one gets ``status = 'ingesting'``, ``latest = false``. A run already ``complete`` is skipped
-   (unless ``force``) -- but steps 5 and 6 still run.
+   (unless ``force``: rewritten in place by MERGEs, no claim) -- but steps 5 and 6 still run.
+   An incomplete run is written only under its **claim** (``CLAIM_QUERY``, one atomic query with
+   the MERGE): ``Run.writer`` = this ingest's random token, ``Run.beat`` = the server's clock
+   (``timestamp()``) at its latest query. Each query of steps 2-4 is preceded by a heartbeat
+   (``BEAT_QUERY``, :class:`_Beating`) that also checks the claim is still held; remains of an
+   earlier ingest are deleted only under it (``_delete_remains``: claim held and status not
+   ``complete``, checked in the delete query). An ingest that finds the run claimed waits
+   (:func:`_await_other_ingest`) while the holder's heartbeat is younger than ``AWAIT_SECONDS``
+   (60 s): once the run is ``complete`` it goes on as a skip (steps 5-6, "written by another ingest
+   at the same time"); once the claim is given up (the holder failed with an error: it releases
+   it) or stale (killed) it takes the run over and writes it (steps 2-4). A holder that finds its
+   claim taken (it sent nothing for ``AWAIT_SECONDS``) stops writing and waits in the same way.
+   Step 4's ``complete`` removes ``writer`` and ``beat``.
 2. Write every node label, then every relationship type: one ``UNWIND $rows AS row`` query
    per label/type and batch, nodes ``MERGE``d on their constrained ``uid``, relationships
    ``MERGE``d between ``MATCH``ed endpoints. Shared nodes (Model, Layer, Neuron, Class, Patch,
@@ -21,9 +33,11 @@ see store/neo4j_store.py) and every ingest query keeps its first plan (``store.p
 the ``complete`` write of step 4 is always a transaction of its own. Stores without these
 (FalkorDB, test wrappers) run each query as its own atomic write.
 
-Two ingests of the same run at once: the one whose ``CREATE`` of a run-owned node meets the other's
-(a uniqueness constraint) stops writing and waits for the other to complete the run, then goes on as a
-skip (:func:`_await_other_ingest`).
+Two ingests of the same run at once (two terminals, two CI jobs): one holds the claim and writes; the
+other waits and ends as a skip; nothing of the writer's is deleted and the run is never ``complete``
+short of anything (tests/test_store_concurrent_same_run.py). Not covered: a holder paused for longer
+than ``AWAIT_SECONDS`` *between* its heartbeat and the query after it (e.g. SIGSTOP) may write that
+one query after a taker started; the verification (step 3) of the taker catches a mismatch.
 
 Every step is idempotent, so an ingest that died anywhere (exception, SIGKILL of either
 process) is finished by running it again, without duplicates. Queries read only complete runs.
@@ -36,6 +50,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -53,6 +68,7 @@ from neurflow_graph.identity import (  # noqa: F401  (run_uid, model_uid, uid_pa
     class_uid, feeds_uid, image_uid, layer_uid, model_uid, neuron_group_uid, neuron_uid, patch_uid, run_uid,
     semantic_group_uid, uid_part,
 )
+from neurflow_graph.store.base import GraphStore
 from neurflow_graph.store.schema import identifier
 
 INGEST_BATCH_SIZE = 10_000
@@ -123,9 +139,45 @@ def rel_query(rel_type: str) -> str:
 RUN_QUERY = ("UNWIND $rows AS row MERGE (r:Run {uid: row.uid}) "
              "ON CREATE SET r.status = 'ingesting', r.latest = false, r.created_at = row.created_at "
              "SET " + ", ".join(f"r.{p} = row.{p}" for p in RUN_PROPS))
+RUN_PROPS_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET "
+                   + ", ".join(f"r.{p} = row.{p}" for p in RUN_PROPS))
 RUN_DIR_QUERY = "UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.run_dir = row.run_dir"
-COMPLETE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.status = 'complete', "
-                  "r.aggregates = row.aggregates, " + ", ".join(f"r.{k} = row.{k}" for k in COUNT_KEYS))
+# --force on a complete run: rewritten in place, no claim (every write there is an idempotent MERGE)
+FORCED_COMPLETE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET r.status = 'complete', "
+                         "r.aggregates = row.aggregates, " + ", ".join(f"r.{k} = row.{k}" for k in COUNT_KEYS))
+
+# ---- the writer claim (docs/graph-model.md, "Concurrent ingests of one run") ----------------------
+# An incomplete run is written only by the ingest holding its claim: Run.writer = a random token of that
+# ingest, Run.beat = the server's clock (timestamp(), ms) at its latest write. Portable forms, checked on
+# both backends: the first SET reads the node's own properties, so Neo4j write-locks the Run before
+# reading them (no lost update between two claimants); the decision is then a variable (FalkorDB runs a
+# query atomically, but reads a node's old values in later SET items and moves a WHERE after a SET in
+# front of it, so no query here filters on a value it has just set).
+_MINE = "r.status = r.status WITH r, row, r.writer = row.writer AS mine "
+CLAIM_QUERY = (
+    "UNWIND $rows AS row MERGE (r:Run {uid: row.uid}) "
+    "ON CREATE SET r.status = 'new', r.latest = false, r.created_at = row.created_at "
+    "SET r.status = r.status "
+    "WITH r, row, r.status = 'new' AS created, r.status = 'new' OR (r.status <> 'complete' AND "
+    "(r.writer IS NULL OR r.writer = row.writer OR r.beat < timestamp() - row.stale_ms)) AS mine "
+    "SET r.status = CASE WHEN created THEN 'ingesting' ELSE r.status END, "
+    "r.writer = CASE WHEN mine THEN row.writer ELSE r.writer END, "
+    "r.beat = CASE WHEN mine THEN timestamp() ELSE r.beat END "
+    "RETURN created, mine")
+BEAT_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) "
+              "SET r.beat = CASE WHEN r.writer = row.writer THEN timestamp() ELSE r.beat END "
+              "RETURN r.writer = row.writer AS mine")
+RELEASE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET " + _MINE +
+                 "SET r.beat = CASE WHEN mine THEN null ELSE r.beat END, "
+                 "r.writer = CASE WHEN mine THEN null ELSE r.writer END RETURN mine")
+# 'complete' with the counts, and the claim removed (a complete run carries no writer / beat)
+COMPLETE_QUERY = ("UNWIND $rows AS row MATCH (r:Run {uid: row.uid}) SET " + _MINE + "SET "
+                  + ", ".join(f"r.{k} = CASE WHEN mine THEN {v} ELSE r.{k} END" for k, v in [
+                      ("status", "'complete'"), ("aggregates", "row.aggregates"),
+                      *((k, f"row.{k}") for k in COUNT_KEYS), ("beat", "null"), ("writer", "null")])
+                  + " RETURN mine")
+AWAIT_QUERY = ("MATCH (r:Run {uid: $uid}) RETURN r.status AS status, r.writer AS writer, "
+               "timestamp() - r.beat AS age")
 
 # What the store holds for one run, one (kind, count) row per run-scoped node label / relationship type.
 VERIFY_QUERY = " UNION ALL ".join([
@@ -342,6 +394,7 @@ class IngestResult:
     seconds: float
     skipped: bool = False
     concurrent: bool = False  # skipped because another ingest of the same run was writing it at the same time
+    took_over: bool = False  # written after taking the run over from an ingest of it that had stopped
     source: Path | None = None
     annotations: int = 0
     annotations_skipped: int = 0
@@ -363,6 +416,9 @@ class IngestResult:
         if self.skipped:
             return (f"run {self.uid}  {self.model}  class {self.class_name!r}: already complete, skipped "
                     f"(--force rewrites it){notes}")
+        if self.took_over:
+            notes = (f", taken over from another ingest of it that had stopped (no heartbeat for "
+                     f"{AWAIT_SECONDS:.0f} s) or failed{notes}")
         return (f"run {self.uid}  {self.model}  class {self.class_name!r}: {self.nodes} nodes, "
                 f"{self.relationships} relationships in {self.seconds:.2f}s ({self.rels_per_second:,.0f} rel/s){notes}")
 
@@ -440,13 +496,19 @@ def _write_ids(store: Any, query: str, rows: list[dict[str, Any]], batch_size: i
     return out
 
 
-def _delete_remains(store: Any, uid: str) -> None:
+def _delete_remains(store: Any, uid: str, claim: "_Claim") -> None:
     """Remove what an interrupted ingest of run ``uid`` left (its own nodes with their
-    relationships), in bounded transactions; annotations of them stay and are linked again later."""
+    relationships), in bounded transactions, only while ``claim`` holds the run and it is not
+    complete (each one checked first, _ClaimLost when it is not held); annotations of them stay and
+    are linked again later."""
     for label in ("SemanticGroup", "NeuronGroup"):
-        while store.write(f"UNWIND $rows AS row MATCH (n:{label} {{run: row.run}}) WITH n LIMIT 5000 DETACH DELETE n "
-                          "RETURN count(*) AS c", {"rows": [{"run": uid}]})[0]["c"]:
-            pass
+        while True:
+            claim.beat(store)
+            if not store.write(f"UNWIND $rows AS row MATCH (r:Run {{uid: row.run}}) WHERE r.writer = row.writer "
+                               f"AND r.status <> 'complete' MATCH (n:{label} {{run: row.run}}) WITH n LIMIT 5000 "
+                               "DETACH DELETE n RETURN count(*) AS c",
+                               {"rows": [{"run": uid, "writer": claim.writer}]})[0]["c"]:
+                break
 
 
 _RELINK = ("MATCH (a:Annotation) WHERE a.target_label IN ['NeuronGroup', 'SemanticGroup', 'FEEDS'] "
@@ -520,17 +582,18 @@ def _create_all(store: Any, rows: CircuitRows, batch_size: int) -> dict[str, Any
     return {**sg_id, **ng_id}
 
 
-def _create_run(store: Any, rows: CircuitRows, batch_size: int, *, partial: bool) -> None:
-    """The create path of a run absent from the store or incomplete (``partial``: remains of an
-    earlier ingest are deleted first, and its annotations linked again to the new nodes)."""
+def _create_run(store: Any, rows: CircuitRows, batch_size: int, claim: "_Claim", *, partial: bool) -> None:
+    """The create path of a run absent from the store or incomplete, written under ``claim``
+    (``partial``: remains of an earlier ingest are deleted first, and its annotations linked again
+    to the new nodes). A retry after a transient error deletes only while the claim is held."""
     def remove() -> None:
         nonlocal partial
         partial = True
-        _delete_remains(store, rows.uid)
+        _delete_remains(store, rows.uid, claim)
 
     if partial:
-        _delete_remains(store, rows.uid)
-    ids = _in_bulk(store, lambda w: _create_all(w, rows, batch_size), before_retry=remove)
+        _delete_remains(store, rows.uid, claim)
+    ids = _in_bulk(store, lambda w: _create_all(_Beating(w, claim), rows, batch_size), before_retry=remove)
     if partial:
         _relink_annotations(store, rows.uid, ids, ID_FUNCTION[store.backend])
 
@@ -564,33 +627,123 @@ def _in_bulk(store: Any, work: Callable[[Any], T], *, before_retry: Callable[[],
         time.sleep(random.uniform(0.05, 0.5))
 
 
-AWAIT_SECONDS = 60.0  # how long an ingest waits for a concurrent ingest of the same run that stopped progressing
-_PROGRESS = ("MATCH (r:Run {uid: $uid}) RETURN r.status AS n UNION ALL "
-             "MATCH (s:SemanticGroup {run: $uid}) RETURN count(s) AS n UNION ALL "
-             "MATCH (g:NeuronGroup {run: $uid}) RETURN count(g) AS n")  # status (absent: none), then two counts
+# A claim whose heartbeat (Run.beat, the server's clock) is older than this belongs to a writer that
+# stopped (killed, lost its machine): another ingest may then take the run over. A live writer beats
+# before every query it sends (_Beating), so only a single query or computation between two queries
+# lasting this long makes a live writer look stopped (it then stops writing and waits: _ClaimLost).
+AWAIT_SECONDS = 60.0
 
 
-def _await_other_ingest(store: Any, uid: str, cause: StoreError) -> None:
-    """Wait until another ingest of run ``uid`` (the one whose nodes this one met) completes it;
-    StoreError when it is gone or has made no progress for AWAIT_SECONDS (it died: ingest again)."""
-    last, since = None, time.monotonic()
+class _ClaimLost(StoreError):
+    """This ingest no longer holds the run's claim: another ingest took it over (or completed the run)."""
+
+
+@dataclass
+class _Claim:
+    """One ingest's claim on run ``uid`` (``writer``: a random token, Run.writer while held)."""
+
+    uid: str
+    writer: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def take(self, store: Any, created_at: str) -> bool | None:
+        """Claim the run (creating its Run node, ``ingesting``, when absent) unless it is complete or
+        held by a live writer: None when not claimed, else whether the Run node was created here."""
+        rows = store.write(CLAIM_QUERY, {"rows": [{"uid": self.uid, "writer": self.writer, "created_at": created_at,
+                                                   "stale_ms": int(AWAIT_SECONDS * 1000)}]})
+        return bool(rows[0]["created"]) if rows and rows[0]["mine"] else None
+
+    def beat(self, w: Any) -> None:
+        """Bump Run.beat through ``w`` (a store or a bulk writer); _ClaimLost when not held any more."""
+        rows = w.write(BEAT_QUERY, {"rows": [{"uid": self.uid, "writer": self.writer}]})
+        if not rows:
+            raise StoreError(f"run {self.uid} was deleted while this ingest was writing it; run the same ingest again")
+        if not rows[0]["mine"]:
+            raise _ClaimLost(f"run {self.uid} was taken over by another ingest of it (this one sent nothing for "
+                             f"{AWAIT_SECONDS:.0f} s)")
+
+    def release(self, store: Any) -> None:
+        """Give the claim up after a failure, so that the next ingest need not wait for it to go stale."""
+        try:
+            store.write(RELEASE_QUERY, {"rows": [{"uid": self.uid, "writer": self.writer}]})
+        except Exception:  # the store is gone (the claim then goes stale); the original error matters more
+            pass
+
+
+class _Beating:
+    """The store-like writer ``w`` (a store or a bulk writer), beating ``claim`` before each query."""
+
+    def __init__(self, w: Any, claim: _Claim) -> None:
+        self._w, self._claim, self.backend = w, claim, w.backend
+
+    @property
+    def display_url(self) -> str:
+        return self._w.display_url
+
+    def read(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        self._claim.beat(self._w)
+        return self._w.read(query, params)
+
+    def write(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        self._claim.beat(self._w)
+        return self._w.write(query, params)
+
+    write_rows = GraphStore.write_rows  # the same UNWIND batching, through this writer's write()
+
+
+def _await_other_ingest(store: Any, uid: str) -> bool:
+    """Wait while another ingest holding run ``uid``'s claim beats: True once the run is complete,
+    False once the claim is free or stale (heartbeat older than AWAIT_SECONDS: that writer stopped);
+    StoreError when the run is deleted meanwhile."""
     while True:
-        state = tuple(r["n"] for r in store.read(_PROGRESS, {"uid": uid}))
-        if len(state) < 3:  # the Run node is gone (deleted meanwhile)
+        rows = store.read(AWAIT_QUERY, {"uid": uid})
+        if not rows:
             raise StoreError(f"run {uid} was being written by another ingest at the same time and has been "
-                             "deleted meanwhile; run the same ingest again") from cause
-        if state[0] == "complete":
-            return
-        if state != last:
-            last, since = state, time.monotonic()
-        elif time.monotonic() - since > AWAIT_SECONDS:
-            raise StoreError(f"run {uid} was being written by another ingest at the same time, which has made no "
-                             f"progress for {AWAIT_SECONDS:.0f} s (did it stop?); run the same ingest again") from cause
-        time.sleep(0.5)
+                             "deleted meanwhile; run the same ingest again")
+        st = rows[0]
+        if st["status"] == "complete":
+            return True
+        if st["writer"] is None or st["age"] is None or st["age"] > AWAIT_SECONDS * 1000:
+            return False
+        time.sleep(min(0.5, AWAIT_SECONDS / 4))
 
 
 def _observed(store: Any, uid: str) -> dict[str, int]:
     return {r["kind"]: int(r["n"]) for r in store.read(VERIFY_QUERY, {"run": uid})}
+
+
+def _write_verified(store: Any, rows: CircuitRows, batch_size: int, *, create: bool, claim: _Claim | None,
+                    partial: bool = False) -> None:
+    """Write the run's nodes and relationships (the create path when ``create``, else MERGEs), count
+    what the store holds and, on a mismatch, delete the run's own nodes (``create``) and rewrite it
+    once by MERGEs; StoreError when it still does not match. ``claim``: the run's claim, beaten
+    before every query (None: a forced rewrite of a complete run)."""
+    uid = rows.uid
+    w = store if claim is None else _Beating(store, claim)
+    expected = expected_counts(rows)
+    for attempt in (1, 2):
+        if attempt == 1 and create:
+            assert claim is not None
+            try:
+                _create_run(store, rows, batch_size, claim, partial=partial)
+            except StoreError as e:
+                if not getattr(e, "duplicate", False):
+                    raise
+                claim.beat(store)  # _ClaimLost: another ingest took the run over and wrote these nodes
+                raise StoreError(f"run {uid}: a node of it was written by another process while this ingest held "
+                                 f"the run; run the same ingest again") from e
+        else:
+            if create:  # the create path's result did not verify: start again from nothing
+                assert claim is not None
+                _delete_remains(store, uid, claim)
+            _write_all(w, rows, batch_size)
+        observed = _observed(w, uid)
+        missing = {k: (observed.get(k, 0), n) for k, n in expected.items() if observed.get(k, 0) != n}
+        if not missing:
+            return
+        if attempt == 2:
+            detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
+            raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
+                             f"deleting runs in {store.display_url}? Ingest it again")
 
 
 def legacy_annotations(circuit: Circuit) -> list[Annotation]:
@@ -642,50 +795,53 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
     annotations = [*legacy_annotations(circuit), *annotations]
     store.setup()
     status = store.read("MATCH (r:Run {uid: $uid}) RETURN r.status AS status", {"uid": uid})
-    skipped = bool(status) and status[0]["status"] == "complete" and not force
+    forced = bool(status) and status[0]["status"] == "complete"
+    skipped = forced and not force
     nodes = rels = 0
-    concurrent = False
+    concurrent = took_over = False
     if not skipped:
         rows = circuit_rows(circuit, validate=False, uid=uid)
-        store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
-        expected = expected_counts(rows)
-        create = not (status and status[0]["status"] == "complete") and store.backend in ID_FUNCTION
-        for attempt in (1, 2):
-            if attempt == 1 and create:
-                try:
-                    _create_run(store, rows, batch_size, partial=bool(status))
-                except StoreError as e:
-                    if not getattr(e, "duplicate", False):
-                        raise
-                    # a node of the run's own already exists: another ingest of this run is writing it
-                    # right now (its remains were deleted, or it was absent); let that one finish it
-                    _await_other_ingest(store, uid, e)
-                    skipped = concurrent = True
-                    break
-            else:
-                if create:  # the create path's result did not verify: start again from nothing
-                    _delete_remains(store, uid)
-                _write_all(store, rows, batch_size)
-            observed = _observed(store, uid)
-            missing = {k: (observed.get(k, 0), n) for k, n in expected.items() if observed.get(k, 0) != n}
-            if not missing:
-                break
-            if attempt == 2:
-                detail = ", ".join(f"{k} {got}/{want}" for k, (got, want) in sorted(missing.items()))
-                raise StoreError(f"run {uid} is incomplete after writing it twice ({detail}); is another process "
-                                 f"deleting runs in {store.display_url}? Ingest it again")
-    if not skipped:
-        # derived from the content only: every group's best paths to the logit (store/paths.py) and
-        # its exemplar-patch overlaps with the groups of this and other runs of the class (store/overlaps.py)
-        # both in one bulk write (Neo4j: one transaction), then "complete" on its own
+
         def derived(w: Any) -> int:
+            # derived from the content only: every group's best paths to the logit (store/paths.py) and
+            # its exemplar-patch overlaps with the groups of this and other runs of the class (store/overlaps.py)
             write_best_paths(store=w, circuit=circuit, run_uid=uid)
             return write_patch_overlaps(store=w, run_uid=uid, class_name=class_name, group_patches=rows.group_patches)
 
-        pairs = _in_bulk(store, derived)
-        store.write_rows(COMPLETE_QUERY, [{"uid": uid, "aggregates": AGGREGATES_VERSION,
-                                           **{k: rows.run[k] for k in COUNT_KEYS}}], batch_size=1)
-        nodes, rels = rows.n_nodes, rows.n_relationships + pairs
+        counts = [{"uid": uid, "aggregates": AGGREGATES_VERSION, **{k: rows.run[k] for k in COUNT_KEYS}}]
+        pairs = 0
+        if forced:  # --force on a complete run: rewritten in place by MERGEs (idempotent), visible meanwhile
+            store.write_rows(RUN_QUERY, [{k: rows.run[k] for k in ("uid", "created_at", *RUN_PROPS)}], batch_size=1)
+            _write_verified(store, rows, batch_size, create=False, claim=None)
+            pairs = _in_bulk(store, derived)
+            store.write_rows(FORCED_COMPLETE_QUERY, counts, batch_size=1)
+        else:
+            claim = _Claim(uid)
+            while True:
+                created = claim.take(store, rows.run["created_at"])
+                if created is None:  # another ingest holds the run: wait for it to complete it, or to stop
+                    if _await_other_ingest(store, uid):
+                        skipped = concurrent = True
+                        break
+                    took_over = True  # its claim was given up or went stale: take the run over
+                    continue
+                try:
+                    _Beating(store, claim).write_rows(RUN_PROPS_QUERY, [{k: rows.run[k] for k in ("uid", *RUN_PROPS)}],
+                                                      batch_size=1)
+                    _write_verified(store, rows, batch_size, create=store.backend in ID_FUNCTION, claim=claim,
+                                    partial=not created)
+                    pairs = _in_bulk(store, lambda w: derived(_Beating(w, claim)))
+                    done = store.write(COMPLETE_QUERY, {"rows": [{**counts[0], "writer": claim.writer}]})
+                    if not (done and done[0]["mine"]):
+                        raise _ClaimLost(f"run {uid} was taken over by another ingest of it before it completed")
+                    break
+                except _ClaimLost:
+                    continue  # another ingest took the run over (this one looked stopped): wait for that one
+                except BaseException:
+                    claim.release(store)
+                    raise
+        if not skipped:
+            nodes, rels = rows.n_nodes, rows.n_relationships + pairs
         del rows
     # after "complete": a client killed here leaves latest stale; the next ingest (even a skip) repairs it
     recompute_latest(store=store, pairs=[(muid, class_name)])
@@ -700,7 +856,8 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
         store.checkpoint()
     unique = len({(a.target, a.key, a.source) for a in annotations})
     return IngestResult(uid=uid, model=muid, class_name=class_name, nodes=nodes, relationships=rels,
-                        seconds=time.perf_counter() - t0, skipped=skipped, concurrent=concurrent, annotations=written,
+                        seconds=time.perf_counter() - t0, skipped=skipped, concurrent=concurrent, took_over=took_over,
+                        annotations=written,
                         annotations_skipped=unique - written)
 
 
