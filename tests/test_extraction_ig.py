@@ -220,3 +220,29 @@ def test_choose_slots_follows_the_cost_model():
     assert choose_slots(targets_per_patch=counts, costs=Costs(body_backward_per_slot=1.0), steps=50) == 1
     # A memory cap stops the search.
     assert choose_slots(targets_per_patch=counts, costs=Costs(tail_forward=10.0), steps=50, cap=lambda s: s <= 2) == 2
+
+
+def test_ig_on_torchvision_inception_block_equals_captum():
+    """A real torchvision GoogLeNet slice (inception4e -> maxpool4 -> inception5a): one target in each
+    of the four concatenated branches (5a's 832 channels: 1x1 0-255, 3x3 256-575, 5x5 576-703, pool
+    704-831) sharing one row, plus an empty slot, small row chunks: the branch-aware per-slot backward."""
+    from neurflow_graph.models.registry import load_model
+
+    lm = load_model(name="googlenet", input_size=64, device="cpu")
+    for p in lm.module.parameters():
+        p.requires_grad_(False)
+    traced = trace_layers(module=lm.module, layers=["inception5a", "inception4e"])
+    slice_gm = layer_slice(traced=traced, lower="inception4e", upper="inception5a")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        maps = prefix(traced=traced, layer="inception4e")(x)
+    targets = [0, 300, 600, 800]
+    _, got = _engine(slice_gm, maps, targets, "gausslegendre", 8, slots=5, max_rows=16)
+    live = 0
+    for t in targets:
+        ref = _captum(slice_gm, maps, t, "gausslegendre", 8)
+        for p in range(len(maps)):
+            scale = ref[p].abs().max().item()
+            live += scale > 0  # a target whose ReLU is off on the whole patch has zero attribution
+            assert (got[(p, t)] - ref[p]).abs().max().item() <= 1e-4 * scale + 1e-9
+    assert live >= len(targets)  # most (patch, target) pairs carry signal, so the check is not vacuous
