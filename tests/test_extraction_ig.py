@@ -182,18 +182,23 @@ def test_batched_ig_equals_captum(cls, layers, side, paths, method, vectorised):
         assert live >= 2, f"{cls.__name__} {upper}<-{lower}: too few live targets for a meaningful check"
 
 
-def test_ig_on_torchvision_block_equals_captum():
-    """A real ResNet block with many targets in shared rows (one slot per target)."""
+def _registry_block(name, size, lower, upper, seed):
+    """(slice lower -> upper, maps of 2 random inputs at ``lower``) of a random-init registry model."""
     from neurflow_graph.models.registry import load_model
 
-    lm = load_model(name="resnet18", input_size=48, device="cpu")
+    lm = load_model(name=name, input_size=size, device="cpu")
     for p in lm.module.parameters():
         p.requires_grad_(False)
-    traced = trace_layers(module=lm.module, layers=lm.spec.layers)
-    slice_gm = layer_slice(traced=traced, lower="layer3.1", upper="layer4.0")
-    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    traced = trace_layers(module=lm.module, layers=[upper, lower])
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        maps = prefix(traced=traced, layer="layer3.1")(x)
+        maps = prefix(traced=traced, layer=lower)(x)
+    return layer_slice(traced=traced, lower=lower, upper=upper), maps
+
+
+def test_ig_on_torchvision_block_equals_captum():
+    """A real ResNet block with many targets in shared rows (one slot per target)."""
+    slice_gm, maps = _registry_block("resnet18", 48, "layer3.1", "layer4.0", 2)
     targets = [3, 77, 200, 511]
     _, got = _engine(slice_gm, maps, targets, "gausslegendre", 10, slots=4, max_rows=64)
     for t in targets:
@@ -226,16 +231,7 @@ def test_ig_on_torchvision_inception_block_equals_captum():
     """A real torchvision GoogLeNet slice (inception4e -> maxpool4 -> inception5a): one target in each
     of the four concatenated branches (5a's 832 channels: 1x1 0-255, 3x3 256-575, 5x5 576-703, pool
     704-831) sharing one row, plus an empty slot, small row chunks: the branch-aware per-slot backward."""
-    from neurflow_graph.models.registry import load_model
-
-    lm = load_model(name="googlenet", input_size=64, device="cpu")
-    for p in lm.module.parameters():
-        p.requires_grad_(False)
-    traced = trace_layers(module=lm.module, layers=["inception5a", "inception4e"])
-    slice_gm = layer_slice(traced=traced, lower="inception4e", upper="inception5a")
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        maps = prefix(traced=traced, layer="inception4e")(x)
+    slice_gm, maps = _registry_block("googlenet", 64, "inception4e", "inception5a", 5)
     targets = [0, 300, 600, 800]
     _, got = _engine(slice_gm, maps, targets, "gausslegendre", 8, slots=5, max_rows=16)
     live = 0
