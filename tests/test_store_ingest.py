@@ -238,7 +238,12 @@ def test_big_batches_and_small_batches_give_the_same_graph(store):
 
 
 @pytest.mark.parametrize("die_after", [1, 3, 9, 17])
-def test_interrupted_ingest_stays_invisible_then_finishes(store, die_after):
+def test_interrupted_ingest_stays_invisible_then_finishes(store, die_after, monkeypatch):
+    # The crashed writer cannot release its claim (its store raises), as a killed process cannot: the
+    # next ingest takes the run over once the claim is stale; a 1 s threshold keeps that wait short.
+    from neurflow_graph.store import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "AWAIT_SECONDS", 1.0)
     old = small(1, "dog", created_at="2025-01-01T00:00:00+00:00")
     new = small(1, "dog", seed=7, created_at="2026-06-01T00:00:00+00:00")
     old_uid = ingest_circuit(store=store, circuit=old)
