@@ -7,12 +7,15 @@ starts after the first's first committed SemanticGroups; the second is held unti
 completed). A checker reads the store through a third connection after every write either makes
 (every commit on Neo4j), so an interleaving that deletes a live writer's nodes or shows a complete
 run short of groups is seen every time, not by a lucky poll. The stopped writer is a real process
-SIGKILLed in the middle of its ingest.
+SIGKILLed in the middle of its ingest. A claim held by another token (taken with the module's
+CLAIM_QUERY, beaten from a thread) shows what a waiting ingest reports: the CLI's stderr lines and
+the library's ``on_wait`` WaitInfo sequence.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,10 +162,10 @@ def test_a_second_ingest_started_after_the_first_committed_groups_waits_and_dele
             assert b_waits.wait(60)  # A goes on only once B is waiting for it
         return out
 
-    def b_signals(*a):
+    def b_signals(*a, **k):
         waited.append(threading.current_thread().name)
         b_waits.set()
-        return await_other(*a)
+        return await_other(*a, **k)
 
     monkeypatch.setattr(ing, "_write_ids", a_pauses_after_its_groups)
     monkeypatch.setattr(ing, "_await_other_ingest", b_signals)
@@ -287,11 +290,53 @@ def test_a_killed_writer_s_claim_goes_stale_and_the_next_ingest_takes_the_run_ov
     assert [(x.class_name, x.status) for x in list_runs(store=store)] == [("cat", "complete")]
 
 
-def test_the_cli_of_a_waiting_ingest_prints_one_line_and_succeeds(store, tmp_path, monkeypatch):
+class _Beater:
+    """Beats run ``uid``'s claim of token ``writer`` every ``every`` s through a connection of its own, with
+    the module's BEAT_QUERY, as a live holder does, until :meth:`stop` (``beats``: how many were sent)."""
+
+    def __init__(self, store, uid: str, writer: str, every: float):
+        self.conn, self.uid, self.writer, self.every = _connect(store), uid, writer, every
+        self.stopped, self.beats, self.errors = threading.Event(), 0, []
+        self.thread = threading.Thread(target=self._run, name="beater", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while not self.stopped.wait(self.every):
+                self.conn.write(ing.BEAT_QUERY, {"rows": [{"uid": self.uid, "writer": self.writer}]})
+                self.beats += 1
+        except BaseException as e:  # reported by the test
+            self.errors.append(e)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(60)
+        self.conn.close()
+
+
+WAIT_LINE = re.compile(r"^waiting for another ingest of run (\w+) \(its heartbeat is (\d+) s old\): this one goes "
+                       r"on when that one completes the run, or takes it over once that one sends no heartbeat "
+                       r"for (\d+) s$")
+
+
+def _waited(line: str) -> int:
+    m = re.search(r"\(after (\d+) s of waiting\)$", line)
+    assert m, line
+    return int(m.group(1))
+
+
+def test_the_cli_of_a_waiting_ingest_says_it_waits_then_prints_one_summary_line(store, tmp_path, monkeypatch):
+    """A real ingest (thread A) holds the claim, paused after its groups while its token is beaten for
+    longer than the stale threshold; the CLI's ingest of the same run says on stderr that it waits and
+    that the other one completed it, and prints only the summary line on stdout."""
     circuit = _circuit()
+    expected = _reference(store, circuit)
+    uid = ing.run_uid(circuit)
     circuit.save(tmp_path / "cat")
-    a_wrote, b_waits = threading.Event(), threading.Event()
+    monkeypatch.setattr(ing, "AWAIT_SECONDS", 2.0)
+    a_wrote, b_waits, a_goes_on = threading.Event(), threading.Event(), threading.Event()
     write_ids, await_other = ing._write_ids, ing._await_other_ingest
+    hold = 3 * ing.AWAIT_SECONDS  # A is held this long once B waits, beaten by another thread meanwhile
 
     def a_pauses(s, query, rows, batch_size, **kw):
         out = write_ids(s, query, rows, batch_size, **kw)
@@ -299,12 +344,12 @@ def test_the_cli_of_a_waiting_ingest_prints_one_line_and_succeeds(store, tmp_pat
             if hasattr(w := getattr(s, "_w", s), "commit"):
                 w.commit()  # Neo4j: an open transaction holds the Run (its heartbeat): a claimant waits for it
             a_wrote.set()
-            assert b_waits.wait(60)
+            assert a_goes_on.wait(120)
         return out
 
     monkeypatch.setattr(ing, "_write_ids", a_pauses)
-    monkeypatch.setattr(ing, "_await_other_ingest", lambda *a: b_waits.set() or await_other(*a))
-    errors = []
+    monkeypatch.setattr(ing, "_await_other_ingest", lambda *a, **k: b_waits.set() or await_other(*a, **k))
+    errors, beater = [], None
 
     def a():
         try:
@@ -312,18 +357,129 @@ def test_the_cli_of_a_waiting_ingest_prints_one_line_and_succeeds(store, tmp_pat
         except BaseException as e:  # reported below
             errors.append(e)
 
+    def release_a():
+        if b_waits.wait(120):
+            threading.Event().wait(hold)
+        a_goes_on.set()
+
     t = threading.Thread(target=a, name="A")
     t.start()
     try:
         assert a_wrote.wait(120)
+        [token] = [r["w"] for r in store.read("MATCH (r:Run {uid: $u}) RETURN r.writer AS w", {"u": uid})]
+        beater = _Beater(store, uid, token, every=0.25)  # A's claim stays live while A is paused
+        threading.Thread(target=release_a, name="release", daemon=True).start()
         r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "cat"), *_url(store)])
     finally:
-        b_waits.set()
+        a_goes_on.set()
         t.join(300)
-    assert errors == []
+        if beater is not None:
+            beater.stop()
+    assert errors == [] and beater.errors == []
     assert r.exit_code == 0, r.output
-    lines = r.output.strip().splitlines()
-    assert len(lines) == 1 and "written by another ingest at the same time, which completed it" in lines[0], r.output
+    out = r.stdout.strip().splitlines()
+    assert len(out) == 1 and "written by another ingest at the same time, which completed it" in out[0], r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 2, r.stderr
+    m = WAIT_LINE.match(err[0])
+    assert m, err[0]
+    assert m.group(1) == uid and int(m.group(2)) <= 2 and m.group(3) == "2"
+    assert err[1].startswith(f"run {uid}: the other ingest completed it (after "), err[1]
+    assert _waited(err[1]) >= hold - 1  # it waited past the stale threshold: the beats kept it waiting
+    assert beater.beats >= hold / 0.25 / 2
+    store.write("MATCH (r:Run {uid: $u}) REMOVE r.run_dir", {"u": uid})  # the reference had none
+    assert graph_dump(store) == expected
+
+
+@pytest.mark.parametrize("end", ["stale", "released"])
+def test_a_claim_held_then_dropped_is_waited_for_then_taken_over_with_a_line_for_each(store, tmp_path,
+                                                                                    monkeypatch, end):
+    """A second writer token takes the claim with the module's CLAIM_QUERY and beats it for twice the
+    stale threshold, then stops (``stale``: the threshold passes) or releases it (``released``, as a
+    failing holder does); the CLI's ingest waits all that time, says why, then writes the run itself."""
+    circuit = _circuit()
+    expected = _reference(store, circuit)
+    uid = ing.run_uid(circuit)
+    circuit.save(tmp_path / "cat")
+    monkeypatch.setattr(ing, "AWAIT_SECONDS", 1.0)
+    holder, conn = ing._Claim(uid), _connect(store)
+    try:
+        assert holder.take(conn, ing.circuit_rows(circuit).run["created_at"]) is True  # Run node created, claimed
+    finally:
+        conn.close()
+    hold = 2 * ing.AWAIT_SECONDS
+    beater = _Beater(store, uid, holder.writer, every=0.2)
+
+    def drop():
+        threading.Event().wait(hold)
+        beater.stop()
+        if end == "released":
+            c = _connect(store)
+            holder.release(c)
+            c.close()
+
+    dropper = threading.Thread(target=drop, name="drop", daemon=True)
+    dropper.start()
+    try:
+        r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "cat"), *_url(store)])
+    finally:
+        dropper.join(60)
+    assert beater.errors == []
+    assert r.exit_code == 0, r.output
+    out = r.stdout.strip().splitlines()
+    assert len(out) == 1 and "taken over from another ingest of it that had stopped (no heartbeat for 1 s)" in out[0], \
+        r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 2, r.stderr
+    m = WAIT_LINE.match(err[0])
+    assert m and m.group(1) == uid and m.group(3) == "1", err[0]
+    if end == "stale":
+        assert err[1].startswith(f"run {uid}: the other ingest sent no heartbeat for 1 s (it stopped); taking it "
+                                 "over (after "), err[1]
+        assert _waited(err[1]) >= hold + ing.AWAIT_SECONDS - 1
+    else:
+        assert err[1].startswith(f"run {uid}: the other ingest gave it up (it failed); taking it over (after "), err[1]
+        assert _waited(err[1]) >= hold - 1
+    store.write("MATCH (r:Run {uid: $u}) REMOVE r.run_dir", {"u": uid})
+    assert graph_dump(store) == expected
+
+
+def test_on_wait_reports_start_at_most_every_wait_report_seconds_and_end(store, monkeypatch):
+    """The library's callback gets plain WaitInfo data: ``started`` once, ``waiting`` no more often than
+    WAIT_REPORT_SECONDS, heartbeat ages in seconds within the threshold while the holder beats, then
+    ``stale``; an ingest that does not wait reports nothing."""
+    circuit = _circuit()
+    expected = _reference(store, circuit)
+    uid = ing.run_uid(circuit)
+    monkeypatch.setattr(ing, "AWAIT_SECONDS", 1.0)
+    monkeypatch.setattr(ing, "WAIT_REPORT_SECONDS", 0.5)
+    holder, conn = ing._Claim(uid), _connect(store)
+    try:
+        assert holder.take(conn, ing.circuit_rows(circuit).run["created_at"]) is True
+    finally:
+        conn.close()
+    beater = _Beater(store, uid, holder.writer, every=0.2)
+    stopper = threading.Timer(2.5, beater.stop)
+    stopper.start()
+    infos = []
+    try:
+        res = ingest(store=store, circuit=circuit, on_wait=infos.append)
+    finally:
+        stopper.join(60)
+    assert beater.errors == [] and res.took_over and not res.skipped
+    assert graph_dump(store) == expected
+    states = [i.state for i in infos]
+    assert states[0] == "started" and states[-1] == "stale" and set(states[1:-1]) == {"waiting"}, states
+    assert len(states) >= 4, states  # 2.5 s of beats + 1 s of silence, reported every 0.5 s at most
+    assert all(isinstance(i, ing.WaitInfo) and i.run_uid == uid and i.stale_after_s == 1.0 for i in infos)
+    assert [i.ended for i in infos] == [False] * (len(infos) - 1) + [True]
+    gaps = [b.waited_s - a.waited_s for a, b in zip(infos, infos[1:-1])]
+    assert all(g >= 0.5 for g in gaps), gaps  # "waiting" no more often than WAIT_REPORT_SECONDS
+    assert infos[-1].waited_s >= 2.5
+    assert all(0 <= i.heartbeat_age_s <= 1.0 for i in infos[:-1]), infos  # seconds, not ms: a beaten claim
+    assert infos[-1].heartbeat_age_s > 1.0
+    again = []
+    assert ingest(store=store, circuit=circuit, on_wait=again.append).skipped and again == []  # no wait: no report
 
 
 def test_deletes_and_completes_need_the_claim(store):

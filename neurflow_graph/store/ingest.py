@@ -14,8 +14,10 @@ Protocol (docs/graph-model.md, "Run status"):
    (:func:`_await_other_ingest`) while the holder's heartbeat is younger than ``AWAIT_SECONDS``
    (60 s): once the run is ``complete`` it goes on as a skip (steps 5-6, "written by another ingest
    at the same time"); once the claim is given up (the holder failed with an error: it releases
-   it) or stale (killed) it takes the run over and writes it (steps 2-4). A holder that finds its
-   claim taken (it sent nothing for ``AWAIT_SECONDS``) stops writing and waits in the same way.
+   it) or stale (killed) it takes the run over and writes it (steps 2-4); ``on_wait`` hears of the
+   wait (:class:`WaitInfo`: started, still waiting, ended; the CLI prints its start and end). A
+   holder that finds its claim taken (it sent nothing for ``AWAIT_SECONDS``) stops writing and waits
+   in the same way.
    Step 4's ``complete`` removes ``writer`` and ``beat``.
 2. Write every node label, then every relationship type: one ``UNWIND $rows AS row`` query
    per label/type and batch, nodes ``MERGE``d on their constrained ``uid``, relationships
@@ -57,7 +59,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from neurflow_graph.annotations import Annotation, make_annotation, now_utc, read_run_annotations
 from neurflow_graph.circuit import ARRAYS_PREFIX, CIRCUIT_FILE, Circuit, load_circuit
@@ -706,20 +708,67 @@ class _Beating:
     write_rows = GraphStore.write_rows  # the same UNWIND batching, through this writer's write()
 
 
-def _await_other_ingest(store: Any, uid: str) -> bool:
+# How often, at most, a waiting ingest reports that it still waits (``on_wait``, state "waiting").
+WAIT_REPORT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WaitInfo:
+    """One report of an ingest waiting for another ingest of the same run (``ingest(on_wait=...)``).
+
+    ``state``: ``"started"`` (the first look found a live holder; sent once per wait), ``"waiting"``
+    (sent at most every ``WAIT_REPORT_SECONDS`` while it lasts), then one of ``"completed"`` (the
+    holder completed the run: this ingest goes on as a skip), ``"released"`` (the holder gave its
+    claim up after an error) or ``"stale"`` (no heartbeat for ``stale_after_s``: it stopped); after
+    these two this ingest takes the run over. ``heartbeat_age_s``: age of the holder's latest beat by
+    the store server's clock (None once the claim is gone); ``waited_s``: seconds since the wait started
+    (by this client's monotonic clock); ``stale_after_s``: the threshold (``AWAIT_SECONDS``). A run
+    deleted during the wait ends it with a StoreError instead."""
+
+    run_uid: str
+    state: Literal["started", "waiting", "completed", "released", "stale"]
+    heartbeat_age_s: float | None
+    waited_s: float
+    stale_after_s: float
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("completed", "released", "stale")
+
+
+def _await_other_ingest(store: Any, uid: str, *, on_wait: Callable[[WaitInfo], None] | None = None) -> bool:
     """Wait while another ingest holding run ``uid``'s claim beats: True once the run is complete,
     False once the claim is free or stale (heartbeat older than AWAIT_SECONDS: that writer stopped);
-    StoreError when the run is deleted meanwhile."""
+    StoreError when the run is deleted meanwhile. ``on_wait`` sees a :class:`WaitInfo` when waiting
+    starts, at most every WAIT_REPORT_SECONDS meanwhile, and when it ends (nothing when the first
+    look already finds the run complete or free: no wait)."""
+    start = time.monotonic()
+    reported: float | None = None  # time.monotonic() of the last report; None: waiting not started
+
+    def report(state: Any, age_ms: Any) -> None:
+        nonlocal reported
+        reported = time.monotonic()
+        if on_wait is not None:
+            age = None if age_ms is None else max(0.0, age_ms / 1000)
+            on_wait(WaitInfo(run_uid=uid, state=state, heartbeat_age_s=age, waited_s=reported - start,
+                             stale_after_s=AWAIT_SECONDS))
+
     while True:
         rows = store.read(AWAIT_QUERY, {"uid": uid})
         if not rows:
             raise StoreError(f"run {uid} was being written by another ingest at the same time and has been "
                              "deleted meanwhile; run the same ingest again")
         st = rows[0]
-        if st["status"] == "complete":
-            return True
-        if st["writer"] is None or st["age"] is None or st["age"] > AWAIT_SECONDS * 1000:
-            return False
+        ended = ("completed" if st["status"] == "complete" else "released" if st["writer"] is None or st["age"] is None
+                 else "stale" if st["age"] > AWAIT_SECONDS * 1000 else None)
+        if ended is not None:
+            if reported is not None:
+                report(ended, None if ended == "released" else st["age"])
+            return ended == "completed"
+        if reported is None:
+            report("started", st["age"])
+        elif time.monotonic() - reported >= WAIT_REPORT_SECONDS:
+            report("waiting", st["age"])
         time.sleep(min(0.5, AWAIT_SECONDS / 4))
 
 
@@ -777,12 +826,15 @@ def legacy_annotations(circuit: Circuit) -> list[Annotation]:
 
 def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int = INGEST_BATCH_SIZE,
            checkpoint: bool = True, annotations: Sequence[Annotation] = (),
-           run_dir: str | Path | None = None, validated: bool = False) -> IngestResult:
+           run_dir: str | Path | None = None, validated: bool = False,
+           on_wait: Callable[[WaitInfo], None] | None = None) -> IngestResult:
     """Ingest ``circuit`` into ``store`` idempotently (see the module doc), then ``annotations``
     (those whose targets are not in the store are skipped and counted); return what was written.
     ``run_dir``: where the run directory is, recorded as ``Run.run_dir`` (absolute; a location,
     not part of the identity: re-ingesting from elsewhere updates it). ``validated``: the caller
     has just validated ``circuit`` (load_circuit does), so it is not checked a second time.
+    ``on_wait``: sees a :class:`WaitInfo` when this ingest waits for another ingest of the same run
+    (it starts, still waits every ``WAIT_REPORT_SECONDS``, ends), e.g. to tell a user why nothing moves.
 
     A run already complete is skipped unless ``force``; its annotations are still written and its
     (model, class)'s ``latest`` recomputed, which repairs a client killed between the two writes."""
@@ -796,11 +848,12 @@ def ingest(*, store: Any, circuit: Circuit, force: bool = False, batch_size: int
     plan_once = store.plan_once() if _capable(store, "plan_once") else nullcontext()
     with plan_once:
         return _ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=checkpoint,
-                       annotations=annotations, run_dir=run_dir, t0=t0)
+                       annotations=annotations, run_dir=run_dir, t0=t0, on_wait=on_wait)
 
 
 def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, checkpoint: bool,
-            annotations: Sequence[Annotation], run_dir: str | Path | None, t0: float) -> IngestResult:
+            annotations: Sequence[Annotation], run_dir: str | Path | None, t0: float,
+            on_wait: Callable[[WaitInfo], None] | None) -> IngestResult:
     from neurflow_graph.store.annotations import write_annotations
     from neurflow_graph.store.overlaps import write_patch_overlaps
     from neurflow_graph.store.paths import write_best_paths
@@ -836,7 +889,7 @@ def _ingest(*, store: Any, circuit: Circuit, force: bool, batch_size: int, check
             while True:
                 created = claim.take(store, rows.run["created_at"])
                 if created is None:  # another ingest holds the run: wait for it to complete it, or to stop
-                    if _await_other_ingest(store, uid):
+                    if _await_other_ingest(store, uid, on_wait=on_wait):
                         skipped = concurrent = True
                         break
                     took_over = True  # its claim was given up or went stale: take the run over
@@ -884,12 +937,13 @@ def ingest_circuit(*, store: Any, circuit: Circuit, force: bool = False,
 
 
 def ingest_run_dir(*, store: Any, run_dir: str | Path, force: bool = False, batch_size: int = INGEST_BATCH_SIZE,
-                   checkpoint: bool = True) -> IngestResult:
-    """Load (validating) one run directory and ingest its circuit, then its ``annotations.jsonl``."""
+                   checkpoint: bool = True, on_wait: Callable[[WaitInfo], None] | None = None) -> IngestResult:
+    """Load (validating) one run directory and ingest its circuit, then its ``annotations.jsonl``
+    (``on_wait``: as for :func:`ingest`)."""
     run_dir = Path(run_dir)
     circuit = load_circuit(run_dir)
     res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=checkpoint,
-                 annotations=read_run_annotations(run_dir), run_dir=run_dir, validated=True)
+                 annotations=read_run_annotations(run_dir), run_dir=run_dir, validated=True, on_wait=on_wait)
     res.source = run_dir
     return res
 
@@ -954,17 +1008,19 @@ def iter_runs(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Circuit]]:
 def ingest_runs(*, store: Any, runs: Iterable[tuple[Path | None, Circuit]], force: bool = False,
                 batch_size: int = INGEST_BATCH_SIZE,
                 on_result: Callable[[IngestResult], None] | None = None,
-                validated: bool = False) -> list[IngestResult]:
+                validated: bool = False,
+                on_wait: Callable[[WaitInfo], None] | None = None) -> list[IngestResult]:
     """Ingest runs one after the other as ``runs`` yields them (each with its run directory's
     annotations when the directory is given), with one checkpoint at the end; ``on_result`` sees
     each result as soon as it is done (``validated``: ``runs`` yields validated circuits, as
-    :func:`iter_runs` does). A run that fails to load stops here; the runs before it stay complete."""
+    :func:`iter_runs` does; ``on_wait``: as for :func:`ingest`). A run that fails to load stops here;
+    the runs before it stay complete."""
     results: list[IngestResult] = []
     try:
         for d, circuit in runs:
             res = ingest(store=store, circuit=circuit, force=force, batch_size=batch_size, checkpoint=False,
                          annotations=read_run_annotations(d) if d is not None else (), run_dir=d,
-                         validated=validated)
+                         validated=validated, on_wait=on_wait)
             del circuit
             res.source = d
             results.append(res)
