@@ -40,7 +40,11 @@ def test_same_inputs_give_the_same_circuit(images, reference):
     assert all(sum(len(g.patches) for g in n.semantic_groups) == 59 for n in reference.neurons)
 
 
-def test_interrupted_run_resumes_to_the_same_circuit(images, reference, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_circuit(images, tmp_path, monkeypatch):
+    # Bit-exact resume needs the eager scan: the maps it keeps equal those the resumed run recomputes
+    # bit for bit; the fast layout's equal them up to float rounding (tests/test_extraction_scan_layout.py).
+    reference = extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS,
+                                progress=False, scan_layout="eager")
     real = circuit_builder._process_layer
     calls: list[int] = []
 
@@ -53,7 +57,7 @@ def test_interrupted_run_resumes_to_the_same_circuit(images, reference, tmp_path
     monkeypatch.setattr(circuit_builder, "_process_layer", crash_after_layer_1)
     with pytest.raises(KeyboardInterrupt):
         extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS, run_dir=tmp_path,
-                        progress=False)
+                        progress=False, scan_layout="eager")
     assert calls == [0, 1, 2] and not (tmp_path / "circuit.json").exists()
 
     calls.clear()
@@ -64,7 +68,7 @@ def test_interrupted_run_resumes_to_the_same_circuit(images, reference, tmp_path
 
     monkeypatch.setattr(circuit_builder, "_process_layer", spy)
     resumed = extract_circuit(model=demo_model(seed=1), images=images, class_index=4, params=PARAMS, run_dir=tmp_path,
-                              resume=True, progress=False)
+                              resume=True, progress=False, scan_layout="eager")
     assert calls == [2, 3]  # layers 0 and 1 (and the scan) came from checkpoints
     assert "scan" not in resumed.timing
     assert json.dumps(_science(resumed)) == json.dumps(_science(reference))
@@ -121,8 +125,9 @@ def test_hooks_are_removed_on_success_and_on_error(images, monkeypatch):
 
     monkeypatch.setattr(PatchSource, "batch", failing)
     with pytest.raises(RuntimeError, match="disk vanished"):
-        extract_circuit(model=model, images=images, class_index=0,
-                        params=ExtractParams(k=8, tau=2, ig_steps=4, max_batch=16), progress=False)
+        extract_circuit(model=model, images=images, class_index=0,  # eager: the hooks sit on the model itself
+                        params=ExtractParams(k=8, tau=2, ig_steps=4, max_batch=16), progress=False,
+                        scan_layout="eager")
     assert seen[-1] > 0  # the scan's hooks were live when the error struck
     assert hook_count(module) == 0
     assert module.training == training and all(p.requires_grad for p in module.parameters())

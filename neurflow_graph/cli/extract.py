@@ -65,6 +65,10 @@ _SELECT_BATCH = 64  # D_c selection batch when --max-batch is not given
 @click.option("--memory-budget", default=None, metavar="SIZE",
               help="Memory for cached layer maps and gradients, e.g. 2GiB or 512MiB [device: half the free GPU "
                    "memory, or a quarter of RAM].")
+@click.option("--scan-layout", type=click.Choice(["fast", "eager"]), default="fast", show_default=True,
+              help="Activation scan: fast = a copy of the model with conv+BatchNorm folded, in channels_last "
+                   "memory format (same phi up to float rounding); eager = the model as it is (bit-exact with "
+                   "eager PyTorch). Not a run parameter: the run uid does not change with it.")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @device_option
 @click.option("--class-names", "class_names_file", default=None, type=click.Path(dir_okay=False),
@@ -80,7 +84,7 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
             tau_layers: tuple[str, ...], crop_fractions: str | None, device: str | None,
             class_names_file: str | None, resume: bool, restart: bool, force: bool, no_progress: bool,
             classes_file: str | None, executor: str, address: str | None, gpus_per_task: float | None,
-            max_retries: int, **param_values: Any) -> None:
+            max_retries: int, scan_layout: str, **param_values: Any) -> None:
     """Extract NeurFlow circuits of --class C (one or more) from the images --images DIR into --out RUN_DIR.
 
     An --out that holds a finished run, an unfinished one or unrelated files is refused unless
@@ -166,7 +170,7 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
         _extract_many(loaded, indices=indices, every=every, run_dirs=run_dirs, finished=finished, records=records,
                       predictions=predictions, params=_params(param_values, crops, tau_per_layer), resume=resume,
                       progress=not no_progress, executor=executor, address=address, gpus_per_task=gpus_per_task,
-                      max_retries=max_retries, memory_budget=memory_budget)
+                      max_retries=max_retries, memory_budget=memory_budget, scan_layout=scan_layout)
         return
     selections = {i: select_class_images(model=loaded, images=records, class_index=i, predictions=predictions)
                   for i in indices}
@@ -191,7 +195,7 @@ def command(model: str, weights: str | None, layers: str | None, input_size: int
                 _device_memory(loaded, batch=params.max_batch, run_dir=run_dirs[i]):
             circuit = extract_circuit(model=loaded, images=selections[i], class_index=i, params=params,
                                       run_dir=run_dirs[i], resume=resume, progress=not no_progress,
-                                      memory_budget=memory_budget)
+                                      memory_budget=memory_budget, scan_layout=scan_layout)
         seconds = time.perf_counter() - start
         summaries.append(f"{loaded.class_name(i)} ({i}): {run_dirs[i]}  {len(circuit.neurons)} neurons, "
                          f"{len(circuit.neuron_groups)} groups, {len(selections[i])} images, {seconds:.1f} s")
@@ -213,7 +217,7 @@ def _params(param_values: dict[str, Any], crops: Any, tau_per_layer: dict[str, i
 def _extract_many(loaded: Any, *, indices: list[int], every: bool, run_dirs: dict[int, Path], finished: set[int],
                   records: Any, predictions: Any, params: Any, resume: bool, progress: bool, executor: str,
                   address: str | None, gpus_per_task: float | None, max_retries: int,
-                  memory_budget: int | None) -> None:
+                  memory_budget: int | None, scan_layout: str) -> None:
     """Several classes (docs/scale.md): plan (skip finished runs), run on the executor, summarise."""
     from dataclasses import replace
 
@@ -221,7 +225,7 @@ def _extract_many(loaded: Any, *, indices: list[int], every: bool, run_dirs: dic
 
     jobs, settled = many.plan_jobs(model=loaded, indices=indices, run_dirs=run_dirs, finished=finished,
                                    records=records, predictions=predictions, every=every, params=params)
-    jobs = [replace(j, memory_budget=memory_budget) for j in jobs]
+    jobs = [replace(j, memory_budget=memory_budget, scan_layout=scan_layout) for j in jobs]
     for o in settled:
         click.echo(o.line(), err=True)
     outcomes = many.run_jobs(executor=executor, model=loaded, jobs=jobs, params=params, resume=resume,

@@ -37,6 +37,7 @@ class ClassJob:
     run_dir: Path
     images: tuple[Any, ...] = ()
     memory_budget: int | None = None  # bytes (--memory-budget); None: sized from the worker's device
+    scan_layout: str = "fast"  # --scan-layout (extraction.scan_layout)
 
 
 @dataclass
@@ -83,7 +84,7 @@ def run_class(*, model: Any, job: ClassJob, params: Any, resume: bool, progress:
     try:
         circuit = extract_circuit(model=model, images=list(job.images), class_index=job.index, params=params,
                                    run_dir=job.run_dir, resume=resume, progress=progress,
-                                   memory_budget=job.memory_budget)
+                                   memory_budget=job.memory_budget, scan_layout=job.scan_layout)
     except NeurflowError as e:
         return _failed(job, str(e), e.exit_code, start)
     except (RuntimeError, MemoryError) as e:

@@ -34,7 +34,7 @@ def channel_means(output: torch.Tensor) -> torch.Tensor:
 def channel_mean_hooks(module: torch.nn.Module, layers: Sequence[str],
                        keep: Sequence[str] = ()) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Forward hooks appending each layer's ``(B, C)`` channel means per forward (and, for layers in
-    ``keep``, a CPU copy of the full output under ``"maps:<layer>"``); removed on exit."""
+    ``keep``, a contiguous CPU copy of the full output under ``"maps:<layer>"``); removed on exit."""
     named = dict(module.named_modules())
     missing = [name for name in layers if name not in named or not name]
     if missing:
@@ -51,7 +51,8 @@ def channel_mean_hooks(module: torch.nn.Module, layers: Sequence[str],
                                       "analyse a module that outputs one tensor")
             captured[name].append(channel_means(output))
             if name in kept:
-                captured[f"maps:{name}"].append(output.detach().to("cpu", copy=True))
+                captured[f"maps:{name}"].append(output.detach().to("cpu", copy=True,
+                                                                  memory_format=torch.contiguous_format))
         return hook
 
     try:
@@ -66,22 +67,27 @@ def channel_mean_hooks(module: torch.nn.Module, layers: Sequence[str],
 def scan_activations(*, module: torch.nn.Module, layers: Sequence[str], n_patches: int,
                      batches: Callable[[np.ndarray], torch.Tensor], device: torch.device, batch_size: int,
                      on_batch: Callable[[int], None] | None = None, map_layers: Sequence[str] = (),
-                     map_budget: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+                     map_budget: float = 0.0, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
     """phi of every layer for every patch, ``{layer: (P, C_l) float32}``, and full maps
     ``{layer: (P, C, *spatial)}`` (CPU) of the first ``map_layers`` whose maps fit ``map_budget`` bytes.
 
     ``batches(ids)`` returns the ``(B, 3, H, W)`` pixels of patches ``ids``; one forward per batch
-    under ``no_grad``. A layer whose module runs other than once per forward is an ExtractionError."""
+    under ``no_grad``. ``prepare`` maps each batch on ``device`` to the form ``module`` expects (the
+    memory format of a :class:`~neurflow_graph.extraction.scan_layout.ScanForm`; values unchanged).
+    Maps come back contiguous whatever the layout. A layer whose module runs other than once per
+    forward is an ExtractionError."""
+    prep = prepare if prepare is not None else (lambda x: x)
     phi: dict[str, np.ndarray] = {}
     maps: dict[str, torch.Tensor] = {}
     starts = range(0, n_patches, batch_size)
     with torch.no_grad():
-        first = batches(np.arange(0, min(batch_size, n_patches))).to(device)
+        first = prep(batches(np.arange(0, min(batch_size, n_patches))).to(device))
         keep = _maps_that_fit(module, map_layers, first[:1], n_patches, map_budget) if map_layers else []
         with channel_mean_hooks(module, layers, keep) as captured:
             for start in starts:
                 ids = np.arange(start, min(start + batch_size, n_patches))
-                module(first if start == 0 else batches(ids).to(device))
+                module(first if start == 0 else prep(batches(ids).to(device)))
                 for name in layers:
                     got = captured[name]
                     if len(got) != 1:

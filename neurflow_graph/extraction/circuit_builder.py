@@ -39,6 +39,7 @@ from neurflow_graph.extraction.neuron_groups import NeuronGrouper, group_vectors
 from neurflow_graph.extraction.params import ExtractParams
 from neurflow_graph.extraction.patches import PatchPlan, PatchSource, image_size, plan_patches
 from neurflow_graph.extraction.rundir import Checkpoints, fingerprint
+from neurflow_graph.extraction.scan_layout import scan_form
 from neurflow_graph.extraction.semantic_groups import SemanticGrouper
 from neurflow_graph.extraction.slicing import TracedModel, layer_slice, prefix, trace_layers
 
@@ -408,11 +409,14 @@ def assemble_circuit(*, model: Any, images: Sequence[Any], class_index: int, par
 
 def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
                   run_dir: Any, resume: bool, progress: bool, memory_budget: int | None = None,
-                  on_layer: Callable[[dict[str, Any]], None] | None = None) -> Circuit:
+                  on_layer: Callable[[dict[str, Any]], None] | None = None, scan_layout: str = "fast") -> Circuit:
     """The whole extraction; inputs already validated by ``extract_circuit``. ``params.seed`` seeds
     torch, numpy and random for the run only: the caller's generator states are restored.
 
     ``memory_budget``: bytes for cached maps and gradient tensors (default: :func:`device_budget`).
+    ``scan_layout``: ``fast`` or ``eager`` (``extraction.scan_layout``); the form the scan ran in is
+    recorded as ``timing["scan_folded_pairs"]`` (conv+BatchNorm pairs folded) and
+    ``timing["scan_channels_last"]`` (1 or 0), absent when the scan came from a checkpoint.
     Freed tensor memory stays in the process heap for the run (:func:`heap.retained_heap`).
     ``on_layer(info)`` is called after each layer with ``index``, ``layer``, ``targets``, ``next_targets``
     (the targets of the layer below), ``seconds`` and the peak memory so far (``peak_rss_mib``, ``peak_cuda_mib`` on CUDA)."""
@@ -423,7 +427,7 @@ def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params
     with retained_heap(), _seeded(params.seed, device), peak_memory(device) as peak:
         circuit = _build(model=model, images=images, class_index=class_index, params=params, run_dir=run_dir,
                          resume=resume, progress=progress, budget=budget, on_layer=on_layer, timer=timer,
-                         layers=layers, module=module, device=device, peak=peak)
+                         layers=layers, module=module, device=device, peak=peak, scan_layout=scan_layout)
     if run_dir is not None:
         from neurflow_graph.viz.exemplars import write_exemplars
 
@@ -434,7 +438,8 @@ def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params
 
 def _build(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams, run_dir: Any,
            resume: bool, progress: bool, budget: int, on_layer: Callable[[dict[str, Any]], None] | None,
-           timer: _Timer, layers: list[str], module: torch.nn.Module, device: torch.device, peak: Any) -> Circuit:
+           timer: _Timer, layers: list[str], module: torch.nn.Module, device: torch.device, peak: Any,
+           scan_layout: str) -> Circuit:
     """The body of :func:`build_circuit` (seeded, memory watched by ``peak``)."""
     with timer.phase("patches"):
         source = patch_source(model=model, images=images, params=params, device=device)
@@ -449,18 +454,24 @@ def _build(*, model: Any, images: Sequence[Any], class_index: int, params: Extra
             traced = trace_layers(module=module, layers=layers)
         phi = ckpt.load_scan(layers)
         cached: dict[str, torch.Tensor] = {}
+        scan_record: dict[str, int] = {}  # how this process's scan ran (absent when resumed past it)
         if phi is None:
             with timer.phase("scan"):
+                sample = source.batch(np.arange(1)).to(device) if scan_layout != "eager" else None
+                form = scan_form(module=module, layers=layers, layout=scan_layout, traced=traced, sample=sample)
+                scan_record = {"scan_folded_pairs": len(form.folded), "scan_channels_last": int(form.channels_last)}
                 bar = tqdm(total=len(source.plan), desc="activation scan", unit="patch", disable=not progress,
                            leave=False)
                 try:
-                    phi, cached = scan_activations(module=module, layers=layers, n_patches=len(source.plan),
+                    phi, cached = scan_activations(module=form.module, prepare=form.prepare, layers=layers,
+                                                   n_patches=len(source.plan),
                                                    batches=source.batch, device=device,
                                                    batch_size=params.max_batch, on_batch=bar.update,
                                                    map_layers=layers[1:],
                                                    map_budget=budget * SCAN_MAP_SHARE)
                 finally:
                     bar.close()
+                    del form  # the copy's weights are not needed past the scan
             ckpt.save_scan(phi, layers)
         n_logits = phi[layers[0]].shape[1]
         if not 0 <= class_index < n_logits:
@@ -489,6 +500,7 @@ def _build(*, model: Any, images: Sequence[Any], class_index: int, params: Extra
     circuit = assemble_circuit(model=model, images=images, class_index=class_index, params=params,
                                layer_results=results, phi=phi, plan=source.plan, timer=timer)
     circuit.timing.update({**peak.read(), "memory_budget_mib": round(budget / 2**20, 1)})
+    circuit.timing.update(scan_record)
     return circuit
 
 

@@ -100,6 +100,24 @@ def channel_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) ->
     return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
 
+def batchnorm_affine(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)``, each ``(C,)``, with ``m(x) == x * scale + shift`` per channel for an
+    eval-mode BatchNorm ``m`` (running statistics), up to float rounding."""
+    with torch.no_grad():
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale
+        if m.bias is not None:
+            shift = shift + m.bias
+    return scale, shift
+
+
+def eval_batchnorm(m: nn.Module) -> bool:
+    """Whether ``m`` is a BatchNorm that normalises with its running statistics (eval mode)."""
+    return _eval_batchnorm(m)
+
+
 def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` with every eval-mode BatchNorm replaced by :func:`channel_affine`.
 
@@ -110,13 +128,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
         m = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
         if m is not None and _eval_batchnorm(m) and len(node.args) == 1 and not node.kwargs:
-            with torch.no_grad():
-                scale = torch.rsqrt(m.running_var + m.eps)
-                if m.weight is not None:
-                    scale = scale * m.weight
-                shift = -m.running_mean * scale
-                if m.bias is not None:
-                    shift = shift + m.bias
+            scale, shift = batchnorm_affine(m)
             name = "folded_" + str(node.target).replace(".", "_")
             attrs[f"{name}_scale"], attrs[f"{name}_shift"] = scale.detach().clone(), shift.detach().clone()
             env[node] = graph.call_function(channel_affine, (env[node.args[0]], graph.get_attr(f"{name}_scale"),
