@@ -27,6 +27,10 @@ same run, both sides' phases (wall and CPU seconds; the baseline's scans of D, i
 prefix on the top-k patches, captum IG and the steps it shares with the engine), the ratio per kind
 of work, a reference-equivalent ratio (the baseline less its per-target prefix, which the published
 reference does not run) and upper bounds on the ratio from the measured shared steps and scan.
+The engine runs with its default fast scan layout (conv+BatchNorm folded, channels_last;
+``extraction/scan_layout.py``), the baseline unchanged (eager NCHW, as the published code); each rung
+then runs the engine once more with ``scan_layout="eager"`` and prints both scans' CPU-s and whether
+the two circuits are the same (``--no-eager-engine`` skips that run).
 ``--predict-images N,M`` adds a labelled prediction of each rung at N, M images (scan-heavy rungs);
 ``--scan-layouts`` first times one forward of a batch of D in four layouts (eager NCHW as both scans
 run, channels_last, conv+BN folded, both), ``--rungs 0`` that alone:
@@ -487,6 +491,31 @@ def scan_layouts(model, source, n: int, reps: int = 3) -> None:
                   f"load {load()}", flush=True)
 
 
+def eager_scan_check(model, records, cls, params: ExtractParams, *, eng, t_eng: float, c_eng: float,
+                     eng_cpu: dict[str, float]) -> None:
+    """The engine once more with ``scan_layout="eager"`` (the model as it is, as before the fast layout),
+    right after the fast-layout run: both scans' wall / CPU-s, both totals, and whether the circuits are
+    the same (core-set overlap, max |weight diff|)."""
+    from neurflow_graph.extraction.heap import retained_heap
+
+    cpu: dict[str, float] = {}
+    with retained_heap(), engine_phase_cpu(cpu):
+        other, t_other, c_other, _ = _timed(lambda: extract_circuit(
+            model=model, images=records, class_index=cls, params=params, progress=False, scan_layout="eager"))
+    ov, n_par, same = overlap(eng, other)
+    dw, n_edges = max_weight_diff(eng, other)
+    fast_scan = (eng.timing.get("scan", 0.0), eng_cpu.get("scan", 0.0))
+    eager_scan = (other.timing.get("scan", 0.0), cpu.get("scan", 0.0))
+    print(f"      engine scan layouts (same process, fast then eager): fast scan "
+          f"({int(eng.timing.get('scan_folded_pairs', 0))} conv+BN pairs folded, channels_last "
+          f"{int(eng.timing.get('scan_channels_last', 0))}) {fast_scan[0]:.1f} s / {fast_scan[1]:.1f} CPU-s, eager "
+          f"scan {eager_scan[0]:.1f} s / {eager_scan[1]:.1f} CPU-s -> {_ratio(eager_scan[1], fast_scan[1])} per CPU-s; "
+          f"maps fast {eng.timing.get('maps', 0.0):.1f} s vs eager {other.timing.get('maps', 0.0):.1f} s; engine "
+          f"total fast {t_eng:.1f} s / {c_eng:.0f} CPU-s vs eager {t_other:.1f} s / {c_other:.0f} CPU-s; circuits: "
+          f"core-set overlap {ov:.3f} ({same}/{n_par} identical), max |weight diff| {dw:.2e} over {n_edges} edges "
+          f"({len(eng.edges)} fast / {len(other.edges)} eager); load {load()}", flush=True)
+
+
 def side_by_side(args, peak: float) -> None:
     """Engine vs bench/extract.py's reference-style baseline, one rung per ``--rungs`` depth (the top N
     layers of ResNet50's own list), both in this process on the same inputs, baseline then engine back
@@ -537,6 +566,8 @@ def side_by_side(args, peak: float) -> None:
                   f"({len(eng.edges)} engine / {len(base.edges)} baseline); load {load()}", flush=True)
             fig = breakdown(clock=clock, t_base=t_base, c_base=c_base, eng=eng, t_eng=t_eng, c_eng=c_eng,
                             eng_cpu=eng_cpu, peak=peak)
+            if not args.no_eager_engine:
+                eager_scan_check(model, records, cls, params, eng=eng, t_eng=t_eng, c_eng=c_eng, eng_cpu=eng_cpu)
             if args.predict_images:
                 for to in args.predict_images:
                     predict(fig, images=args.images, to_images=to, threads=torch.get_num_threads())
@@ -562,6 +593,9 @@ def main() -> None:
     ap.add_argument("--scan-layouts", action="store_true",
                     help="side by side: first time one forward of a batch of D in four layouts (eager NCHW, "
                          "channels_last, conv+BN folded, both); --rungs 0 runs only that")
+    ap.add_argument("--no-eager-engine", action="store_true",
+                    help="side by side: skip the engine's second run with the eager scan layout (the engine runs "
+                         "with its default fast scan against the unchanged eager baseline either way)")
     ap.add_argument("--predict-images", type=lambda v: [int(x) for x in v.split(",")], default=None,
                     help="side by side: also print a labelled prediction of each rung at these image counts, e.g. 30,50")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 images, top 3 layers, k=8, tau=2, 8 steps")

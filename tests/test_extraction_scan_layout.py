@@ -229,7 +229,8 @@ def test_cli_scan_layout_bad_value_is_one_line_exit_2(tmp_path):
 
 
 def test_fast_layout_resume_gives_the_same_discrete_circuit(images, tmp_path, monkeypatch):
-    """A resumed run recomputes the maps the fast scan kept, eagerly: equal up to float rounding."""
+    """A resumed run recomputes the maps the fast scan kept from the eager graph: the same discrete
+    circuit, weights equal up to float rounding (bit-exact resume: the eager layout, test_extraction_run)."""
     from neurflow_graph.extraction import circuit_builder
 
     params = ExtractParams(k=12, tau=3, ig_steps=6, max_batch=32)
