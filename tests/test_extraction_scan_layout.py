@@ -274,3 +274,35 @@ def test_hooks_on_the_scan_copy_are_removed_on_error(images, monkeypatch):
                         params=ExtractParams(k=8, tau=2, ig_steps=4, max_batch=16), progress=False)
     assert forms[-1].module is not lm.module and seen[-1] > 0  # the copy's hooks were live
     assert hook_count(forms[-1].module) == 0 and hook_count(lm.module) == 0
+
+
+def test_models_the_fast_form_cannot_copy_or_fold_scan_correctly():
+    import threading
+
+    from torch.nn.utils.parametrizations import weight_norm
+
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+    class Locked(nn.Module):  # deepcopy fails on the lock: the eager module is scanned
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()
+            self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+    net = Locked()
+    randomize_batchnorm(net, 4)
+    form, phi, _ = _scan(net.eval(), ["fc", "conv"], x, "fast")
+    assert form.layout == "eager" and form.module is net and "TypeError" in form.note
+    _close(phi, _eager_phi(net, ["fc", "conv"], x)[0])
+
+    wn = nn.Sequential(weight_norm(nn.Conv2d(3, 4, 3)), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                       nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    randomize_batchnorm(wn, 5)
+    snap = _snapshot(wn.eval())
+    form, phi, _ = _scan(wn, ["6"], x, "fast")  # the parametrized pair stays, the plain one is folded
+    assert form.folded == (("3", "4"),) and form.layout == "folded+channels_last", form.note
+    _close(phi, _eager_phi(wn, ["6"], x)[0])
+    _assert_untouched(wn, snap)

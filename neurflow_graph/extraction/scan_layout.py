@@ -9,13 +9,13 @@ the user's module and never modifies that module (no parameter, buffer, module o
 touched).
 
 A pair is folded only where the fold cannot change what a forward hook sees: the convolution's sole
-consumer in the model's torch.fx graph is the BatchNorm, each module runs once, neither holds a hook,
-and neither is (nor ends) an analysed layer: a hook on an analysed layer sees exactly the tensor it
-sees in eager mode, up to float rounding. A module in train mode is scanned eagerly (BatchNorm would
+consumer in the model's torch.fx graph is the BatchNorm, each module runs once, neither holds a hook
+or a parametrization (weight norm, ...), and neither is (nor ends) an analysed layer: a hook on an
+analysed layer sees exactly the tensor it sees in eager mode, up to float rounding. A module in train mode is scanned eagerly (BatchNorm would
 use batch statistics and update its running ones). Before it is used, the fast form is checked on one
-sample against the eager module, layer by layer; a form that fails there (an op that rejects
-channels_last strides, a model whose output depends on the layout) falls back to folding alone, then
-to eager, and says so in ``ScanForm.layout``.
+sample against the eager module, layer by layer; a form that cannot be built or fails there (a model
+that cannot be copied, an op or assert that rejects channels_last strides, an output that depends on
+the layout: any exception) falls back to folding alone, then to eager, and says why in ``ScanForm.note``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from neurflow_graph.errors import InputError
 from neurflow_graph.extraction.ig_graph import batchnorm_affine, eval_batchnorm
@@ -75,12 +76,16 @@ def scan_form(*, module: nn.Module, layers: Sequence[str], layout: str, sample: 
     pairs = _foldable_pairs(module, traced, layers)
     tried: list[str] = []
     for fold, channels_last in ((True, True), (True, False)) if pairs else ((False, True),):
-        form = _build(module, pairs if fold else (), channels_last)
-        problem = _check(module, form, layers, sample)
+        name = "+".join(p for p, on in (("folded", fold), ("channels_last", channels_last)) if on)
+        try:  # a model the copy or the fast form breaks (unpicklable attributes, its own asserts) scans eagerly
+            form = _build(module, pairs if fold else (), channels_last)
+            problem = _check(module, form, layers, sample)
+        except Exception as e:  # noqa: BLE001 - any failure of the faster form means: do not use it
+            problem = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
         if problem is None:
             form.note = "; ".join(tried)
             return form
-        tried.append(f"{form.layout}: {problem}")
+        tried.append(f"{name}: {problem}")
     return ScanForm(module=module, layout="eager", note="; ".join(tried))
 
 
@@ -112,6 +117,8 @@ def _foldable_pairs(module: nn.Module, traced: TracedModel, layers: Sequence[str
             continue
         if {conv_path, bn_path} & analysed or _has_hooks(conv) or _has_hooks(bn):
             continue
+        if parametrize.is_parametrized(conv) or parametrize.is_parametrized(bn):
+            continue
         pairs.append((conv_path, bn_path))
     return pairs
 
@@ -138,7 +145,7 @@ def _build(module: nn.Module, pairs: Sequence[tuple[str, str]], channels_last: b
         setattr(scan.get_submodule(parent) if parent else scan, child, nn.Identity())
     if channels_last:
         for _, m in scan.named_modules():
-            if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
+            if isinstance(m, nn.Conv2d) and m.weight.dim() == 4 and not parametrize.is_parametrized(m):
                 m.weight = nn.Parameter(m.weight.detach().contiguous(memory_format=torch.channels_last),
                                         requires_grad=False)
     layout = "+".join(part for part, on in (("folded", bool(pairs)), ("channels_last", channels_last)) if on)
@@ -166,11 +173,8 @@ def _check(module: nn.Module, form: ScanForm, layers: Sequence[str], sample: tor
     with torch.no_grad():
         with _layer_outputs(module, layers) as want:
             module(sample)
-        try:
-            with _layer_outputs(form.module, layers) as got:
-                form.module(form.prepare(sample))
-        except RuntimeError as e:
-            return f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        with _layer_outputs(form.module, layers) as got:
+            form.module(form.prepare(sample))
     for name in layers:
         if name not in want or name not in got or got[name].shape != want[name].shape:
             return f"layer {name!r} gives no output of the eager shape"
