@@ -24,6 +24,7 @@ from neurflow_graph.extraction.importance import top_k
 from neurflow_graph.extraction.integrated_gradients import quadrature
 from neurflow_graph.extraction.params import ExtractParams
 from neurflow_graph.extraction.patches import PatchSource
+from neurflow_graph.extraction.scan_layout import scan_form
 from neurflow_graph.extraction.slicing import TracedModel, layer_slice, prefix, trace_layers
 from neurflow_graph.interventions.knockout import restrict_outputs
 
@@ -121,9 +122,16 @@ def load_run_data(*, circuit: Circuit, model: Any, batch: int = 256) -> RunData:
     layers = list(circuit.model.layers)
     module = model.module
     module.eval()
-    phi, maps = scan_activations(module=module, layers=layers, n_patches=len(source.plan), batches=source.batch,
-                                 device=torch.device(model.device), batch_size=batch, map_layers=layers[1:],
-                                 map_budget=MAP_BUDGET)
+    # The run's own scan layout (its timing says whether the scan ran in a faster form), so that the
+    # rebuilt phi ranks near-ties as the run did; eager for runs scanned eagerly or resumed past the scan.
+    fast = bool(circuit.timing.get("scan_folded_pairs", 0) or circuit.timing.get("scan_channels_last", 0))
+    device = torch.device(model.device)
+    sample = source.batch(np.arange(1)).to(device) if fast else None
+    form = scan_form(module=module, layers=layers, layout="fast" if fast else "eager", sample=sample)
+    phi, maps = scan_activations(module=form.module, prepare=form.prepare, layers=layers,
+                                 n_patches=len(source.plan), batches=source.batch, device=device, batch_size=batch,
+                                 map_layers=layers[1:], map_budget=MAP_BUDGET)
+    del form
     traced = trace_layers(module=module, layers=layers)
     hits = []
     for n in circuit.neurons:
