@@ -286,7 +286,8 @@ def run_circuit(args, peak: float) -> None:
             try:
                 with fc:
                     c = extract_circuit(model=model, images=records, class_index=cls, params=params, progress=False,
-                                        on_layer=on_layer_reset, memory_budget=args.memory_budget)
+                                        on_layer=on_layer_reset, memory_budget=args.memory_budget,
+                                        scan_layout=args.scan_layout)
             except TimeBox:
                 finished = False
             finally:
@@ -553,7 +554,8 @@ def side_by_side(args, peak: float) -> None:
                                 n_patches=n_patches)
                 with engine_phase_cpu(eng_cpu):
                     eng, t_eng, c_eng, m_eng = _timed(lambda: extract_circuit(
-                        model=model, images=records, class_index=cls, params=params, progress=False))
+                        model=model, images=records, class_index=cls, params=params, progress=False,
+                        scan_layout="fast"))
             ov, n_par, same = overlap(eng, base)
             dw, n_edges = max_weight_diff(eng, base)
             per_layer = Counter(n.layer for n in eng.neurons)
@@ -586,6 +588,9 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=None, help="analyse only the first N listed layers")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--memory-budget", default=None, help="e.g. 4GiB (default: sized from the device)")
+    ap.add_argument("--scan-layout", choices=("eager", "fast"), default="eager",
+                    help="the per-layer run's scan layout (the tool's default: eager); --side-by-side always "
+                         "runs the engine fast, then eager")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--side-by-side", action="store_true", help="engine vs reference-style baseline, ResNet50 layers")
     ap.add_argument("--size", type=int, default=64, help="input size of the side-by-side case (squash)")

@@ -153,7 +153,7 @@ def fake_engine(monkeypatch):
     calls: list[dict] = []
 
     def extract_circuit(*, model, images, class_index, params, run_dir=None, resume=False, progress=True,
-                        memory_budget=None, scan_layout="fast"):
+                        memory_budget=None, scan_layout="eager"):
         calls.append(dict(model=model, images=list(images), class_index=class_index, params=params,
                           run_dir=run_dir, resume=resume, progress=progress, memory_budget=memory_budget,
                           scan_layout=scan_layout))
@@ -172,11 +172,11 @@ def test_one_class_runs_in_out_dir_with_options(images, tmp_path, colour_module,
     r = _extract("--model", colour_module, "--layers", "fc,features.1", "--images", str(images), "--class", "red",
                  "--out", str(out), "--k", "7", "--tau", "3", "--tau-layer", "features.1=2",
                  "--crop-fractions", "1,0.5", "--ig-method", "riemann_right", "--rank-by", "abs_sum",
-                 "--seed", "4", "--resume", "--no-progress", "--memory-budget", "512MiB", "--scan-layout", "eager")
+                 "--seed", "4", "--resume", "--no-progress", "--memory-budget", "512MiB", "--scan-layout", "fast")
     assert r.exit_code == 0, r.output
     (call,) = fake_engine
     assert call["run_dir"] == out and call["class_index"] == 0 and call["resume"] and not call["progress"]
-    assert call["memory_budget"] == 512 * 2**20 and call["scan_layout"] == "eager"
+    assert call["memory_budget"] == 512 * 2**20 and call["scan_layout"] == "fast"
     assert sorted(x.path.name for x in call["images"]) == ["0.png", "2.png"]
     assert call["params"] == ExtractParams(k=7, tau=3, tau_per_layer={"features.1": 2}, crop_fractions=(1.0, 0.5),
                                          ig_method="riemann_right", rank_by="abs_sum", seed=4)

@@ -191,7 +191,7 @@ def test_whole_circuit_fast_equals_eager_and_leaves_the_model_untouched(images):
     params = ExtractParams(k=12, tau=3, ig_steps=6, max_batch=32)
     lm = demo_model(seed=5)
     snap = _snapshot(lm.module)
-    fast = extract_circuit(model=lm, images=images, class_index=2, params=params, progress=False)
+    fast = extract_circuit(model=lm, images=images, class_index=2, params=params, progress=False, scan_layout="fast")
     _assert_untouched(lm.module, snap)
     eager = extract_circuit(model=lm, images=images, class_index=2, params=params, progress=False,
                             scan_layout="eager")
@@ -210,7 +210,7 @@ def test_whole_resnet18_circuit_fast_equals_eager(images):
     randomize_batchnorm(lm.module, 5)
     lm.spec.layers = list(lm.spec.layers)[:4]
     params = ExtractParams(k=8, tau=2, ig_steps=4, max_batch=32)
-    fast = extract_circuit(model=lm, images=images, class_index=7, params=params, progress=False)
+    fast = extract_circuit(model=lm, images=images, class_index=7, params=params, progress=False, scan_layout="fast")
     eager = extract_circuit(model=lm, images=images, class_index=7, params=params, progress=False,
                             scan_layout="eager")
     assert fast.timing["scan_folded_pairs"] == 20
@@ -234,7 +234,8 @@ def test_fast_layout_resume_gives_the_same_discrete_circuit(images, tmp_path, mo
     from neurflow_graph.extraction import circuit_builder
 
     params = ExtractParams(k=12, tau=3, ig_steps=6, max_batch=32)
-    whole = extract_circuit(model=demo_model(seed=6), images=images, class_index=1, params=params, progress=False)
+    whole = extract_circuit(model=demo_model(seed=6), images=images, class_index=1, params=params, progress=False,
+                            scan_layout="fast")
     real = circuit_builder._process_layer
 
     def crash(**kw):
@@ -245,11 +246,14 @@ def test_fast_layout_resume_gives_the_same_discrete_circuit(images, tmp_path, mo
     monkeypatch.setattr(circuit_builder, "_process_layer", crash)
     with pytest.raises(KeyboardInterrupt):
         extract_circuit(model=demo_model(seed=6), images=images, class_index=1, params=params, run_dir=tmp_path,
-                        progress=False)
+                        progress=False, scan_layout="fast")
     monkeypatch.setattr(circuit_builder, "_process_layer", real)
     resumed = extract_circuit(model=demo_model(seed=6), images=images, class_index=1, params=params,
-                              run_dir=tmp_path, resume=True, progress=False)
-    assert "scan_folded_pairs" not in resumed.timing  # the scan came from the checkpoint
+                              run_dir=tmp_path, resume=True, progress=False, scan_layout="fast")
+    # the scan came from the checkpoint, which records the form it ran in
+    assert whole.timing["scan_folded_pairs"] > 0 and whole.timing["scan_channels_last"] == 1
+    assert {k: resumed.timing[k] for k in ("scan_folded_pairs", "scan_channels_last")} == \
+        {k: whole.timing[k] for k in ("scan_folded_pairs", "scan_channels_last")}
     _circuits_equal(whole, resumed)
 
 
@@ -271,7 +275,8 @@ def test_hooks_on_the_scan_copy_are_removed_on_error(images, monkeypatch):
     monkeypatch.setattr(PatchSource, "batch", failing)
     with pytest.raises(RuntimeError, match="disk vanished"):
         extract_circuit(model=lm, images=images, class_index=0,
-                        params=ExtractParams(k=8, tau=2, ig_steps=4, max_batch=16), progress=False)
+                        params=ExtractParams(k=8, tau=2, ig_steps=4, max_batch=16), progress=False,
+                        scan_layout="fast")
     assert forms[-1].module is not lm.module and seen[-1] > 0  # the copy's hooks were live
     assert hook_count(forms[-1].module) == 0 and hook_count(lm.module) == 0
 

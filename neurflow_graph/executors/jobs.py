@@ -37,7 +37,7 @@ class ClassJob:
     run_dir: Path
     images: tuple[Any, ...] = ()
     memory_budget: int | None = None  # bytes (--memory-budget); None: sized from the worker's device
-    scan_layout: str = "fast"  # --scan-layout (extraction.scan_layout)
+    scan_layout: str = "eager"  # --scan-layout (extraction.scan_layout)
 
 
 @dataclass

@@ -29,7 +29,7 @@ def extract_circuit(*, model: "LoadedModel", images: Sequence["ImageRecord"], cl
                     params: ExtractParams, run_dir: Path | None = None, resume: bool = False,
                     progress: bool = True, memory_budget: int | str | None = None,
                     on_layer: Callable[[dict[str, Any]], None] | None = None,
-                    scan_layout: str = "fast") -> "Circuit":
+                    scan_layout: str = "eager") -> "Circuit":
     """Extract the NeurFlow circuit of class ``class_index`` from ``images`` (D_c).
 
     With ``run_dir``, per-layer checkpoints go to ``run_dir/checkpoints`` and the circuit to
@@ -38,12 +38,15 @@ def extract_circuit(*, model: "LoadedModel", images: Sequence["ImageRecord"], cl
     ``memory_budget`` (bytes, or text such as ``"2GiB"``) bounds cached layer maps and gradient
     tensors; None sizes it from the device (``extraction.budget``). It is not a parameter of the run:
     the circuit's timing records it and the peak memory. ``on_layer(info)`` is called after each layer.
-    ``scan_layout``: ``"fast"`` (default: the activation scan runs on a copy of the model with
-    conv+BatchNorm pairs folded, in channels_last memory format) or ``"eager"`` (the model as it is,
-    bit-exact with eager PyTorch); see ``extraction.scan_layout``. Like the memory budget it is not a
-    parameter of the run: the two layouts compute the same phi up to float rounding (the noise that
-    thread counts and devices also bring), so it stays out of ``circuit.params`` and the run uid, and
-    ``circuit.timing`` records the form the scan ran in (``scan_folded_pairs``, ``scan_channels_last``).
+    ``scan_layout``: ``"eager"`` (default: the model as it is, bit-exact with eager PyTorch and
+    with the published reference's scan) or ``"fast"`` (the activation scan runs on a copy of the
+    model with conv+BatchNorm pairs folded, in channels_last memory format); see
+    ``extraction.scan_layout``. Like the memory budget it is not a parameter of the run: the two
+    layouts compute the same phi up to float rounding (the noise that thread counts and devices also
+    bring), so it stays out of ``circuit.params``; ``circuit.timing`` records the form the scan ran in
+    (``scan_folded_pairs``, ``scan_channels_last``, kept across ``resume``). Rounding can reorder exact
+    ties among activations (a planted model does this), and then the discrete circuit and so the run
+    uid differ between the layouts, as they can between devices.
     """
     from neurflow_graph.extraction.circuit_builder import build_circuit, check_images
 

@@ -409,14 +409,14 @@ def assemble_circuit(*, model: Any, images: Sequence[Any], class_index: int, par
 
 def build_circuit(*, model: Any, images: Sequence[Any], class_index: int, params: ExtractParams,
                   run_dir: Any, resume: bool, progress: bool, memory_budget: int | None = None,
-                  on_layer: Callable[[dict[str, Any]], None] | None = None, scan_layout: str = "fast") -> Circuit:
+                  on_layer: Callable[[dict[str, Any]], None] | None = None, scan_layout: str = "eager") -> Circuit:
     """The whole extraction; inputs already validated by ``extract_circuit``. ``params.seed`` seeds
     torch, numpy and random for the run only: the caller's generator states are restored.
 
     ``memory_budget``: bytes for cached maps and gradient tensors (default: :func:`device_budget`).
     ``scan_layout``: ``fast`` or ``eager`` (``extraction.scan_layout``); the form the scan ran in is
     recorded as ``timing["scan_folded_pairs"]`` (conv+BatchNorm pairs folded) and
-    ``timing["scan_channels_last"]`` (1 or 0), absent when the scan came from a checkpoint.
+    ``timing["scan_channels_last"]`` (1 or 0), read back from the scan checkpoint on resume.
     Freed tensor memory stays in the process heap for the run (:func:`heap.retained_heap`).
     ``on_layer(info)`` is called after each layer with ``index``, ``layer``, ``targets``, ``next_targets``
     (the targets of the layer below), ``seconds`` and the peak memory so far (``peak_rss_mib``, ``peak_cuda_mib`` on CUDA)."""
@@ -454,11 +454,11 @@ def _build(*, model: Any, images: Sequence[Any], class_index: int, params: Extra
             traced = trace_layers(module=module, layers=layers)
         phi = ckpt.load_scan(layers)
         cached: dict[str, torch.Tensor] = {}
-        # How this process's scan ran (absent when resumed past it). The fast form's kept maps equal the
+        # How the scan ran (read back from the checkpoint when resumed past it). The fast form's kept maps equal the
         # maps IG would recompute from the eager graph up to float rounding, which IG can amplify (a ReLU
         # kink between quadrature points: one ResNet50 weight 1.1e-4 from the eager scan's, identical core
         # sets); keeping none instead costs more than the fast scan saves (bench/RESULTS.md).
-        scan_record: dict[str, int] = {}
+        scan_record: dict[str, int] = ckpt.load_scan_record() if phi is not None else {}
         if phi is None:
             with timer.phase("scan"):
                 sample = source.batch(np.arange(1)).to(device) if scan_layout != "eager" else None
@@ -476,7 +476,7 @@ def _build(*, model: Any, images: Sequence[Any], class_index: int, params: Extra
                 finally:
                     bar.close()
                     del form  # the copy's weights are not needed past the scan
-            ckpt.save_scan(phi, layers)
+            ckpt.save_scan(phi, layers, record=scan_record)
         n_logits = phi[layers[0]].shape[1]
         if not 0 <= class_index < n_logits:
             raise InputError(f"class index {class_index} is out of range: the logit layer {layers[0]!r} has "

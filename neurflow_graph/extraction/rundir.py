@@ -90,10 +90,19 @@ class Checkpoints:
                 return None
             return {name: np.array(data[f"phi_{i}"]) for i, name in enumerate(layers)}
 
-    def save_scan(self, phi: dict[str, np.ndarray], layers: Sequence[str]) -> None:
+    def load_scan_record(self) -> dict[str, int]:
+        """How the checkpointed scan ran (``scan_folded_pairs``, ``scan_channels_last``); {} if unknown."""
+        if self.dir is None or not (self.dir / "scan.npz").exists():
+            return {}
+        with np.load(self.dir / "scan.npz") as data:
+            return {k[len("record_"):]: int(data[k]) for k in data.files if k.startswith("record_")}
+
+    def save_scan(self, phi: dict[str, np.ndarray], layers: Sequence[str],
+                  record: dict[str, int] | None = None) -> None:
         if self.dir is None:
             return
         arrays = {f"phi_{i}": phi[name] for i, name in enumerate(layers)}
+        arrays.update({f"record_{k}": np.int64(v) for k, v in (record or {}).items()})
         atomic_write(self.dir / "scan.npz", lambda f: np.savez(f, layers=np.asarray(list(layers)), **arrays))
 
     # ---------------------------------------------------------------- layers
