@@ -20,20 +20,12 @@ from neurflow_graph.extraction.activations import scan_activations
 from neurflow_graph.extraction.circuit_builder import frozen
 from neurflow_graph.extraction.scan_layout import scan_form
 from neurflow_graph.identity import run_uid
-from test_extraction_support import demo_model, hook_count, randomize_batchnorm, write_images
+from test_extraction_support import demo_model, hook_count, layer_outputs, randomize_batchnorm, write_images
 
 
 def _eager_phi(module, layers, x):
     """Oracle: spatial means of each layer's output, eager module, plain hooks."""
-    named, out = dict(module.named_modules()), {}
-    handles = [named[n].register_forward_hook(lambda _m, _i, o, n=n: out.__setitem__(n, o.detach().clone()))
-               for n in layers]
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        for h in handles:
-            h.remove()
+    out = layer_outputs(module, list(layers), x)
     return {n: (o.flatten(2).mean(2) if o.dim() > 2 else o).numpy() for n, o in out.items()}, out
 
 

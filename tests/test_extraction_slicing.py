@@ -10,27 +10,12 @@ from torch import nn
 from neurflow_graph.errors import ExtractionError
 from neurflow_graph.extraction.slicing import layer_slice, prefix, trace_layers
 from neurflow_graph.models.registry import get_spec, load_model
-from test_extraction_support import randomize_batchnorm
-
-
-def _layer_outputs(module: nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The eager model's layer outputs, captured by hooks (the oracle)."""
-    named = dict(module.named_modules())
-    out: dict[str, torch.Tensor] = {}
-    handles = [named[name].register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o.detach().clone()))
-               for name in layers]
-    try:
-        with torch.no_grad():
-            module(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out
+from test_extraction_support import layer_outputs, randomize_batchnorm
 
 
 def _check_all_pairs(module: nn.Module, layers: list[str], x: torch.Tensor) -> None:
     module.eval()
-    want = _layer_outputs(module, layers, x)
+    want = layer_outputs(module, layers, x)  # the oracle: eager outputs by plain hooks
     traced = trace_layers(module=module, layers=layers)
     with torch.no_grad():
         for upper, lower in zip(layers[:-1], layers[1:]):

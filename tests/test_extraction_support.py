@@ -62,3 +62,18 @@ def demo_model(seed: int = 0) -> LoadedModel:
 def hook_count(module: torch.nn.Module) -> int:
     """Forward (pre-)hooks registered on any submodule."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def layer_outputs(module: torch.nn.Module, layers: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{layer: output}`` of the eager ``module`` on ``x`` (clones; the hooks are removed after)."""
+    named = dict(module.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    handles = [named[name].register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name, o.detach().clone()))
+               for name in layers]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
