@@ -27,7 +27,7 @@ same run, both sides' phases (wall and CPU seconds; the baseline's scans of D, i
 prefix on the top-k patches, captum IG and the steps it shares with the engine), the ratio per kind
 of work, a reference-equivalent ratio (the baseline less its per-target prefix, which the published
 reference does not run) and upper bounds on the ratio from the measured shared steps and scan.
-The engine runs with its default fast scan layout (conv+BatchNorm folded, channels_last;
+The engine runs with the fast scan layout (``scan_layout="fast"``: conv+BatchNorm folded, channels_last;
 ``extraction/scan_layout.py``), the baseline unchanged (eager NCHW, as the published code); each rung
 then runs the engine once more with ``scan_layout="eager"`` and prints both scans' CPU-s and whether
 the two circuits are the same (``--no-eager-engine`` skips that run).
@@ -600,7 +600,7 @@ def main() -> None:
                          "channels_last, conv+BN folded, both); --rungs 0 runs only that")
     ap.add_argument("--no-eager-engine", action="store_true",
                     help="side by side: skip the engine's second run with the eager scan layout (the engine runs "
-                         "with its default fast scan against the unchanged eager baseline either way)")
+                         "with the fast scan against the unchanged eager baseline either way)")
     ap.add_argument("--predict-images", type=lambda v: [int(x) for x in v.split(",")], default=None,
                     help="side by side: also print a labelled prediction of each rung at these image counts, e.g. 30,50")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 images, top 3 layers, k=8, tau=2, 8 steps")

@@ -123,16 +123,16 @@ def load_run_data(*, circuit: Circuit, model: Any, batch: int = 256) -> RunData:
     module = model.module
     module.eval()
     # The run's own scan layout (its timing says whether the scan ran in a faster form), so that the
-    # rebuilt phi ranks near-ties as the run did; eager for runs scanned eagerly or resumed past the scan.
+    # rebuilt phi ranks near-ties as the run did (a resumed run's timing has it from the scan checkpoint).
     fast = bool(circuit.timing.get("scan_folded_pairs", 0) or circuit.timing.get("scan_channels_last", 0))
     device = torch.device(model.device)
     sample = source.batch(np.arange(1)).to(device) if fast else None
-    form = scan_form(module=module, layers=layers, layout="fast" if fast else "eager", sample=sample)
+    traced = trace_layers(module=module, layers=layers)
+    form = scan_form(module=module, layers=layers, layout="fast" if fast else "eager", sample=sample, traced=traced)
     phi, maps = scan_activations(module=form.module, prepare=form.prepare, layers=layers,
                                  n_patches=len(source.plan), batches=source.batch, device=device, batch_size=batch,
                                  map_layers=layers[1:], map_budget=MAP_BUDGET)
     del form
-    traced = trace_layers(module=module, layers=layers)
     hits = []
     for n in circuit.neurons:
         stored = {p for g in n.semantic_groups for p in g.patches}

@@ -1,9 +1,9 @@
 """The activation scan's layout: a scan-only copy of the model that computes the same layer outputs faster.
 
-``fast`` (the engine's default) folds each eval-mode ``Conv -> BatchNorm`` pair into the convolution
+``fast`` (opt-in: ``extract --scan-layout fast``) folds each eval-mode ``Conv -> BatchNorm`` pair into the convolution
 (``W' = W * s``, ``b' = (b - mean) * s + beta`` per output channel, ``s = gamma / sqrt(var + eps)``;
 the BatchNorm becomes ``nn.Identity``) and stores 4-D convolution weights and the input in
-``channels_last`` memory format; ``eager`` scans the user's module as it is (bit-exact with eager
+``channels_last`` memory format; ``eager`` (the default) scans the user's module as it is (bit-exact with eager
 PyTorch). The copy keeps every ``named_modules()`` path, shares every tensor it does not change with
 the user's module and never modifies that module (no parameter, buffer, module or hook of it is
 touched).
